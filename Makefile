@@ -1,0 +1,71 @@
+# Two commands from a fresh clone: `make up`, then `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+ENV ?= local
+VENV := .venv
+PY := $(VENV)/bin/python
+PYINFRA := $(VENV)/bin/pyinfra
+INVENTORY := inventory/$(ENV).py
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: help venv deps up down status converge bootstrap-local test test-unit test-topology \
+        ports validate secrets team plan apply ssh-config
+
+help:
+	@echo "make up            bring up the local topology and apply the deploy to it"
+	@echo "make test          unit tests, then the topology: cold converge, testinfra, no-op converge"
+	@echo "make down          remove the local topology"
+	@echo "make test-unit     no hosts needed"
+	@echo "make ports         port manifest from the registry"
+	@echo "make secrets ENV=  create or extend an environment's secrets"
+	@echo "make plan ENV=     dry run with diffs against an environment"
+	@echo "make apply ENV=    apply deploy.py to an environment"
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Control-node packages: the topology harness and the real validators the unit tests call.
+deps:
+	@lab/deps
+
+validate: venv
+	$(PY) -m codeb.cli validate
+
+ports: venv
+	@$(PY) -m codeb.cli ports
+
+team: venv
+	@$(PY) -m codeb.cli team
+
+secrets: venv
+	$(PY) -m codeb.cli secrets $(ENV)
+
+up: venv deps
+	$(PY) -m codeb.cli secrets local
+	$(PY) -m lab.topology up
+	lab/converge
+
+down: venv
+	$(PY) -m lab.topology down
+
+status: venv
+	$(PY) -m lab.topology status
+
+plan: venv
+	$(PYINFRA) -y --dry --diff $(INVENTORY) deploy.py
+
+apply: venv
+	@if [ -z "$${CI:-}" ] && [ "$(ENV)" != local ]; then read -r -p "Apply deploy.py to $(ENV)? [y/N] " a; [ "$$a" = y ]; fi
+	$(PYINFRA) -y $(INVENTORY) deploy.py
+
+test-unit: venv deps
+	$(PY) -m pytest -q tests/unit
+
+test-topology: venv deps
+	molecule test --destroy never
+
+test: test-unit test-topology

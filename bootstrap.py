@@ -1,0 +1,11 @@
+"""First contact with a bare host, as root: create the deploy account.
+
+    pyinfra inventory/<env>.py bootstrap.py --user root
+
+After this, deploy.py connects as the deploy account and the common role
+disables root login.
+"""
+
+from roles.common import accounts
+
+accounts()

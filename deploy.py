@@ -1,0 +1,23 @@
+"""The whole converge: `pyinfra inventory/<env>.py deploy.py`.
+
+Every host gets the common baseline; then the service roles run by group in the
+order storage -> backup -> streaming -> app, so that what a later group needs
+(databases, Redis users, the backup repository, the realtime endpoint) exists
+by the time it is configured.
+"""
+
+from pyinfra import host
+
+from roles.common import common
+
+if host.data.get("render_only"):
+    raise SystemExit("error: CODEB_RENDER_ONLY is set: this inventory has placeholder secrets; unset it to apply")
+
+common()
+
+ROLE_ORDER = ("storage", "backup", "streaming", "app")
+ROLES: dict = {}  # group -> @deploy function; filled in as the service roles land
+
+for group in ROLE_ORDER:
+    if group in host.groups and group in ROLES:
+        ROLES[group]()

@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+"""The local topology: systemd-nspawn guests on a private bridge.
+
+    python -m lab.topology up        # bridge, apt proxy, guests; idempotent
+    python -m lab.topology down      # removes exactly what `up` created
+    python -m lab.topology status
+    python -m lab.topology wait-ssh USER
+
+Hosts and addresses come from inventory/local.py, so adding a host there and
+running `make up` creates its guest. The gateway (this machine, on the bridge)
+offers the guests two services and nothing else: an apt caching proxy and a
+container registry. Guests get no default route.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+LAB = REPO / ".lab"
+RUN = LAB / "run"
+GUESTS = LAB / "guests"
+SSH_DIR = LAB / "ssh"
+KEY = SSH_DIR / "id_ed25519"
+CACHE = Path(os.environ.get("CODEB_LAB_CACHE", "/var/cache/codeb-lab"))
+BRIDGE = os.environ.get("CODEB_LAB_BRIDGE", "codeb0")
+SUITE = "trixie"
+MIRROR = "http://deb.debian.org/debian/"
+# Packages baked into the base image: enough for systemd, SSH and pyinfra.
+BASE_PACKAGES = [
+    "systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "iproute2",
+    "ca-certificates", "sudo", "nftables", "procps", "iputils-ping", "curl", "gnupg", "less",
+]
+BASE = CACHE / f"{SUITE}-base-v1"
+
+
+def log(msg: str) -> None:
+    print(f"[lab] {msg}", flush=True)
+
+
+def run(*cmd, check=True, **kw):
+    return subprocess.run([str(c) for c in cmd], check=check, **kw)
+
+
+def gateway_data() -> dict:
+    return runpy.run_path(str(REPO / "group_data" / "local.py"))
+
+
+def inventory_hosts() -> list[tuple[str, str]]:
+    """(name, address) of every host in inventory/local.py, in inventory order."""
+    sys.path.insert(0, str(REPO))
+    groups = runpy.run_path(str(REPO / "inventory" / "local.py"))
+    hosts = []
+    for name in ("app", "streaming", "storage", "backup"):
+        for host, data in groups.get(name, []):
+            if host not in [h for h, _ in hosts]:
+                hosts.append((host, data["private_ip"]))
+    return hosts
+
+
+# --- cached base image --------------------------------------------------------------
+
+
+def ensure_base() -> None:
+    if (BASE / ".complete").exists():
+        return
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = CACHE / f"{BASE.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    log(f"debootstrap {SUITE} into the cache (once per machine)")
+    run("debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", SUITE, tmp, MIRROR,
+        stdout=subprocess.DEVNULL)
+    (tmp / "etc/apt/sources.list").write_text(f"deb {MIRROR.rstrip('/')} {SUITE} main\n")
+    run("chroot", tmp, "systemctl", "enable", "systemd-networkd", "ssh")
+    for key in (tmp / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    (tmp / ".complete").write_text("ok\n")
+    tmp.rename(BASE)
+
+
+# --- gateway services ------------------------------------------------------------------
+
+
+def ensure_bridge(gateway: str) -> None:
+    if run("ip", "link", "show", BRIDGE, check=False, capture_output=True).returncode != 0:
+        run("ip", "link", "add", BRIDGE, "type", "bridge")
+        (RUN / "bridge").write_text(BRIDGE + "\n")
+    addrs = run("ip", "-4", "-o", "addr", "show", "dev", BRIDGE, capture_output=True, text=True).stdout
+    if f" {gateway}/" not in addrs:
+        run("ip", "addr", "add", f"{gateway}/24", "dev", BRIDGE)
+    run("ip", "link", "set", BRIDGE, "up")
+
+
+def alive(pidfile: Path) -> int | None:
+    try:
+        pid = int(pidfile.read_text())
+        os.kill(pid, 0)
+        return pid
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+
+
+def ensure_apt_proxy(gateway: str, port: int) -> None:
+    pidfile = RUN / "apt-cacher-ng.pid"
+    if alive(pidfile):
+        return
+    conf = RUN / "acng"
+    conf.mkdir(parents=True, exist_ok=True)
+    cache = CACHE / "apt-cacher-ng"
+    cache.mkdir(parents=True, exist_ok=True)
+    (conf / "acng.conf").write_text(
+        f"""CacheDir: {cache}
+LogDir: {RUN}
+Port: {port}
+BindAddress: {gateway}
+PidFile: {pidfile}
+Remap-debrep: file:deb_mirror*.gz /debian ; {MIRROR}
+PassThroughPattern: ^$
+ExThreshold: 30
+"""
+    )
+    run("/usr/sbin/apt-cacher-ng", "-c", conf, "ForeGround=0")
+    for _ in range(50):
+        if alive(pidfile):
+            return
+        time.sleep(0.1)
+    raise SystemExit("apt-cacher-ng did not start")
+
+
+# --- guests ------------------------------------------------------------------------------
+
+
+def ensure_key() -> None:
+    SSH_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not KEY.exists():
+        run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "codeb-lab", "-f", KEY)
+
+
+def prepare_guest(name: str, addr: str, gateway: str) -> Path:
+    root = GUESTS / name
+    if (root / ".lab-ready").exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    GUESTS.mkdir(parents=True, exist_ok=True)
+    log(f"{name}: new guest from the base image")
+    run("cp", "-a", "--reflink=auto", BASE, root)
+    (root / "etc/hostname").write_text(name + "\n")
+    (root / "etc/systemd/network").mkdir(parents=True, exist_ok=True)
+    # No Gateway=: the guests have no route beyond the bridge.
+    (root / "etc/systemd/network/10-host0.network").write_text(
+        f"[Match]\nName=host0\n\n[Network]\nAddress={addr}/24\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+    )
+    (root / "etc/resolv.conf").unlink(missing_ok=True)
+    (root / "etc/resolv.conf").write_text("# no resolver until the platform provides one\n")
+    # What a provider gives a fresh server: root reachable with the bootstrap key.
+    ssh = root / "root/.ssh"
+    ssh.mkdir(parents=True, exist_ok=True, mode=0o700)
+    shutil.copy(f"{KEY}.pub", ssh / "authorized_keys")
+    run("chroot", root, "ssh-keygen", "-A", stdout=subprocess.DEVNULL)
+    (root / ".lab-ready").write_text("ok\n")
+    return root
+
+
+def start_guest(name: str, root: Path) -> None:
+    pidfile = RUN / f"{name}.pid"
+    if alive(pidfile):
+        return
+    log(f"{name}: boot")
+    env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
+    logf = open(RUN / f"{name}.console", "ab")
+    proc = subprocess.Popen(
+        ["systemd-nspawn", "--boot", "--register=no", "--keep-unit", f"--machine={name}",
+         f"--directory={root}", f"--network-bridge={BRIDGE}", "--resolv-conf=off", "--timezone=off"],
+        env=env, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    pidfile.write_text(f"{proc.pid}\n")
+
+
+def wait_port(addr: str, port: int, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((addr, port), timeout=2) as s:
+                if s.recv(4).startswith(b"SSH"):
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit(f"{addr}:{port} did not answer within {timeout:.0f}s")
+
+
+def write_ssh_config(hosts, user="deploy") -> None:
+    # Guests are recreated with new host keys: pyinfra and ssh keep no memory of them.
+    (SSH_DIR / "known_hosts").write_text("")
+    lines = []
+    for name, addr in hosts:
+        lines += [
+            f"Host {name}",
+            f"  HostName {addr}",
+            f"  User {user}",
+            f"  IdentityFile {KEY}",
+            "  IdentitiesOnly yes",
+            "  StrictHostKeyChecking no",
+            "  UserKnownHostsFile /dev/null",
+            "  LogLevel ERROR",
+            "",
+        ]
+    (SSH_DIR / "config").write_text("\n".join(lines))
+
+
+def up() -> None:
+    data = gateway_data()
+    gateway = data["gateway"]
+    proxy_port = int(data["apt_proxy"].rsplit(":", 1)[1])
+    RUN.mkdir(parents=True, exist_ok=True)
+    ensure_key()
+    ensure_base()
+    ensure_bridge(gateway)
+    ensure_apt_proxy(gateway, proxy_port)
+    hosts = inventory_hosts()
+    write_ssh_config(hosts)
+    for name, addr in hosts:
+        start_guest(name, prepare_guest(name, addr, gateway))
+    for name, addr in hosts:
+        wait_port(addr, 22)
+        log(f"{name}: ssh up on {addr}")
+
+
+def stop_pid(pidfile: Path, timeout: float = 30) -> None:
+    pid = alive(pidfile)
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and alive(pidfile):
+            time.sleep(0.2)
+        if alive(pidfile):
+            os.killpg(pid, signal.SIGKILL)
+    pidfile.unlink(missing_ok=True)
+
+
+def down() -> None:
+    if RUN.exists():
+        for pidfile in sorted(RUN.glob("*.pid")):
+            if pidfile.name != "apt-cacher-ng.pid":
+                log(f"{pidfile.stem}: stop")
+                stop_pid(pidfile)
+        stop_pid(RUN / "apt-cacher-ng.pid")
+        registry = RUN / "registry.pid"
+        stop_pid(registry)
+        bridge = RUN / "bridge"
+        if bridge.exists():
+            run("ip", "link", "del", bridge.read_text().strip(), check=False)
+    shutil.rmtree(GUESTS, ignore_errors=True)
+    shutil.rmtree(RUN, ignore_errors=True)
+    log("down")
+
+
+def status() -> None:
+    for name, addr in inventory_hosts():
+        state = "running" if alive(RUN / f"{name}.pid") else "stopped"
+        print(f"{name:8} {addr:15} {state}")
+
+
+if __name__ == "__main__":
+    cmd = sys.argv[1] if len(sys.argv) > 1 else "status"
+    {"up": up, "down": down, "status": status}[cmd]()

@@ -1,0 +1,1 @@
+"""One package per concern; each exposes @deploy functions that read host.data."""
