@@ -8,6 +8,7 @@ from pyinfra.operations import apt, files, server, systemd
 
 from codeb import derive
 from codeb.render import render
+from roles.files import put as _put
 from roles.topology import group_addrs, platform_hosts
 
 ADMIN_GROUP = "platform-admins"
@@ -45,12 +46,6 @@ def rendered_files(data, name: str, groups, addrs, hosts) -> dict[str, tuple[str
         "/etc/sudoers.d/platform": (render("common/sudoers.j2", admin_group=ADMIN_GROUP), "440"),
     }
     return out
-
-
-def _put(dest: str, content: str, mode: str):
-    from io import StringIO
-
-    return files.put(name=f"Render {dest}", src=StringIO(content), dest=dest, user="root", group="root", mode=mode)
 
 
 @deploy("Accounts: admins and the deploy account")
