@@ -144,6 +144,22 @@ def ensure_key() -> None:
         run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "codeb-lab", "-f", KEY)
 
 
+CA_DIR = LAB / "ca"
+
+
+def ensure_ca() -> None:
+    """The local environment's root CA: Caddy on the guests signs with it, clients trust it."""
+    if (CA_DIR / "root.crt").exists():
+        return
+    CA_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+    run("openssl", "req", "-x509", "-new", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+        "-keyout", CA_DIR / "root.key", "-out", CA_DIR / "root.crt", "-days", "3650",
+        "-subj", "/CN=codeb.test local platform root CA",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        stderr=subprocess.DEVNULL)
+    os.chmod(CA_DIR / "root.key", 0o600)
+
+
 def prepare_guest(name: str, addr: str, gateway: str) -> Path:
     root = GUESTS / name
     if (root / ".lab-ready").exists():
@@ -221,6 +237,7 @@ def up() -> None:
     proxy_port = int(data["apt_proxy"].rsplit(":", 1)[1])
     RUN.mkdir(parents=True, exist_ok=True)
     ensure_key()
+    ensure_ca()
     ensure_base()
     ensure_bridge(gateway)
     ensure_apt_proxy(gateway, proxy_port)
