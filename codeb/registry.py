@@ -7,6 +7,7 @@ the field, and nothing is applied while any problem remains.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,8 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-REGISTRY_FILE = REPO / "group_data" / "projects.yml"
+# CODEB_REGISTRY_FILE points at another file (tests of bad input use it).
+REGISTRY_FILE = Path(os.environ.get("CODEB_REGISTRY_FILE", REPO / "group_data" / "projects.yml"))
 
 # Port ranges per app environment (inclusive), from the operations manual.
 PORT_RANGES = {
@@ -143,12 +145,13 @@ def _check_project(name, spec, problems: list[str]) -> list[Instance]:
         if not low <= port <= high:
             problems.append(f"{ewhere}: field 'port' {port} is outside the {env} range {low}-{high}")
             continue
-        for slot, offset in zip(SLOTS, range(len(SLOTS))):
-            if not low <= port + offset <= high:
-                problems.append(
-                    f"{ewhere}: field 'port' {port} puts the {slot} slot on {port + offset}, "
-                    f"outside the {env} range {low}-{high}"
-                )
+        outside = [(slot, port + offset) for offset, slot in enumerate(SLOTS) if not low <= port + offset <= high]
+        for slot, slot_port in outside:
+            problems.append(
+                f"{ewhere}: field 'port' {port} puts the {slot} slot on {slot_port}, outside the {env} range {low}-{high}"
+            )
+        if outside:
+            continue
 
         domains = espec.get("domains")
         if not isinstance(domains, list) or not domains:

@@ -1,0 +1,87 @@
+"""Derivations: the one place names, origins, secrets and firewall rules come from."""
+
+import pytest
+
+from codeb import derive, registry
+
+
+@pytest.fixture(scope="module")
+def reg():
+    return registry.load()
+
+
+def inst(reg, name):
+    return next(i for i in reg.instances if i.name == name)
+
+
+def test_names_are_safe_for_sql_redis_and_s3(reg):
+    i = inst(reg, "codeb-dashboard-production")
+    assert derive.db_name(i) == derive.db_role(i) == "codeb_dashboard_production"
+    assert derive.redis_user(i) == derive.redis_prefix(i) == "codeb-dashboard-production"
+    assert derive.redis_acl_patterns("codeb-dashboard-production") == ("~codeb-dashboard-production:*",
+                                                                       "&codeb-dashboard-production:*")
+    assert derive.bucket_name(i) == "codeb-dashboard-production"
+    assert derive.unit_name(i, "green") == "codeb-dashboard-production-green"
+
+
+def test_every_sql_name_is_unique_and_a_plain_identifier(reg):
+    names = [derive.db_name(i) for i in reg.instances]
+    assert len(names) == len(set(names))
+    assert all(n.replace("_", "").isalnum() and n.islower() and len(n) <= 63 for n in names)
+
+
+def test_origins_are_exact_https_and_never_a_wildcard(reg):
+    origins = derive.origins(reg.instances)
+    assert "https://workb.net" in origins and "https://www.workb.net" in origins
+    assert all(o.startswith("https://") and "*" not in o for o in origins)
+    assert origins == sorted(set(origins))
+
+
+def test_required_secrets_follow_needs(reg):
+    names = derive.required_secrets(reg.instances)
+    assert "db_password.workb-production" in names
+    assert "s3_secret_key.workb-production" in names
+    # codeb-dashboard needs no bucket, so it gets no S3 key.
+    assert "s3_secret_key.codeb-dashboard-production" not in names
+    assert set(derive.PLATFORM_SECRETS) <= set(names)
+    assert len(names) == len(set(names))
+
+
+GROUPS = {"app": ["10.0.0.11", "10.0.0.21"], "streaming": ["10.0.0.12"], "storage": ["10.0.0.13"],
+          "backup": ["10.0.0.14"]}
+SERVICES = {
+    "ssh": {"port": 22, "on": "all", "from": ["@admin"]},
+    "node-exporter": {"port": 9100, "on": "all", "from": ["backup"]},
+    "postgresql": {"port": 5432, "on": "storage", "from": ["app", "backup"]},
+    "dns": {"port": 53, "on": "storage", "from": ["@any"], "proto": "both"},
+}
+
+
+def test_firewall_rules_for_a_storage_host():
+    rules = derive.firewall_rules(["storage"], SERVICES, GROUPS, ["192.0.2.0/24", "2001:db8::/32"])
+    by_name = {(r["name"], r["proto"]): r for r in rules}
+    assert by_name[("ssh", "tcp")]["v4"] == ["192.0.2.0/24"] and by_name[("ssh", "tcp")]["v6"] == ["2001:db8::/32"]
+    assert by_name[("postgresql", "tcp")]["v4"] == ["10.0.0.11/32", "10.0.0.14/32", "10.0.0.21/32"]
+    assert by_name[("dns", "udp")]["v4"] is None and by_name[("dns", "tcp")]["v4"] is None  # anyone
+    assert by_name[("node-exporter", "tcp")]["v4"] == ["10.0.0.14/32"]
+
+
+def test_services_of_other_groups_open_nothing():
+    rules = derive.firewall_rules(["app"], SERVICES, GROUPS, ["192.0.2.0/24"])
+    assert {r["name"] for r in rules} == {"ssh", "node-exporter"}
+
+
+def test_a_service_without_allowed_sources_opens_nothing():
+    rules = derive.firewall_rules(["storage"], {"x": {"port": 1, "on": "storage", "from": ["app"]}},
+                                  {"app": []}, [])
+    assert rules == []
+
+
+def test_unknown_firewall_source_is_an_error():
+    with pytest.raises(ValueError, match="unknown source 'web'"):
+        derive.firewall_rules(["storage"], {"x": {"port": 1, "on": "storage", "from": ["web"]}}, GROUPS, [])
+
+
+def test_etc_hosts_entries():
+    assert derive.etc_hosts_entries([("n2", "10.0.0.12"), ("n1", "10.0.0.11")], "codeb.test") == [
+        ("10.0.0.11", "n1.codeb.test", "n1"), ("10.0.0.12", "n2.codeb.test", "n2")]

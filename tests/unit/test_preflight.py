@@ -1,0 +1,127 @@
+"""Bad input stops `pyinfra` while it loads the inventory: clear lines, exit 2, no SSH attempt."""
+
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+PYINFRA = str(Path(sys.executable).parent / "pyinfra")
+
+
+class Listener:
+    """A TCP port standing in for the hosts' SSH: records whether anything connected."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop:
+            try:
+                conn, _ = self.sock.accept()
+                self.connections += 1
+                conn.close()
+            except OSError:
+                pass
+
+    def close(self):
+        self.stop = True
+        self.thread.join()
+        self.sock.close()
+
+
+@pytest.fixture
+def apply(tmp_path):
+    """Run the real pyinfra CLI on deploy.py against a local-shaped inventory whose SSH is our listener."""
+    listener = Listener()
+
+    def run(registry_doc=None, secrets_doc=None, groups=None):
+        secrets_file = tmp_path / "secrets.yml"
+        if secrets_doc is None:
+            from codeb import derive, registry
+            reg = registry.load()  # a bad registry stops before secrets are read
+            secrets_doc = {n: "x" * 40 for n in derive.required_secrets(reg.instances)}
+        secrets_file.write_text(yaml.safe_dump(secrets_doc))
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CODEB_SECRETS_FILE": str(secrets_file)}
+        if registry_doc is not None:
+            reg_file = tmp_path / "projects.yml"
+            reg_file.write_text(yaml.safe_dump(registry_doc))
+            env["CODEB_REGISTRY_FILE"] = str(reg_file)
+        host = f'{{"ssh_hostname": "127.0.0.1", "ssh_port": {listener.port}, "private_ip": "10.9.9.%d"}}'
+        groups = groups or {"app": 1, "streaming": 2, "storage": 3, "backup": 4}
+        body = ["from codeb.preflight import environment_group"]
+        for group, n in groups.items():
+            body.append(f'{group} = [("h{n}", {host % n})]')
+        body.append('local = environment_group("local", globals())')
+        inv = tmp_path / "inventory.py"
+        inv.write_text("\n".join(body) + "\n")
+        return subprocess.run([PYINFRA, "-y", str(inv), "deploy.py"], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    yield run, listener
+    listener.close()
+
+
+def errors(proc):
+    return [line for line in proc.stderr.splitlines() + proc.stdout.splitlines() if line.startswith("error:")]
+
+
+def test_duplicate_port_stops_before_any_connection(apply, raw_registry):
+    run, listener = apply
+    raw_registry["projects"]["videopick"]["environments"]["production"]["port"] = 4000
+    proc = run(registry_doc=raw_registry)
+    assert proc.returncode == 2
+    assert any("'videopick'" in e and "'port' 4000" in e for e in errors(proc)), proc.stderr
+    assert "no host was contacted" in proc.stderr
+    assert listener.connections == 0
+
+
+@pytest.mark.parametrize("field,value,expect", [
+    ("port", 4600, "outside the production range"),
+    ("port", 4499, "green slot on 4500"),
+    ("domains", ["workb..net"], "malformed domain"),
+    ("flavour", "x", "unknown key 'flavour'"),
+    ("group", "web", "unknown host group 'web'"),
+])
+def test_each_invalid_registry_case_stops_before_any_connection(apply, raw_registry, field, value, expect):
+    run, listener = apply
+    raw_registry["projects"]["workb"]["environments"]["production"][field] = value
+    proc = run(registry_doc=raw_registry)
+    assert proc.returncode == 2
+    assert any("'workb'" in e and expect in e for e in errors(proc)), proc.stderr
+    assert listener.connections == 0
+
+
+def test_missing_secret_stops_before_any_connection(apply):
+    run, listener = apply
+    proc = run(secrets_doc={"centrifugo_api_key": "x" * 40})
+    assert proc.returncode == 2
+    assert any("missing for 'local'" in e and "make secrets ENV=local" in e for e in errors(proc)), proc.stderr
+    assert listener.connections == 0
+
+
+def test_unknown_inventory_group_stops_before_any_connection(apply):
+    run, listener = apply
+    proc = run(groups={"app": 1, "streaming": 2, "storage": 3, "backup": 4, "web": 5})
+    assert proc.returncode == 2
+    assert any("group 'web' is not a known host group" in e for e in errors(proc)), proc.stderr
+    assert listener.connections == 0
+
+
+def test_valid_input_does_reach_the_hosts(apply):
+    """The control case: with nothing wrong, pyinfra does try to connect (so the tests above can fail)."""
+    run, listener = apply
+    proc = run()
+    assert listener.connections > 0, proc.stdout + proc.stderr
