@@ -4,6 +4,7 @@
     python -m lab.topology up        # bridge, apt proxy, guests; idempotent
     python -m lab.topology down      # removes exactly what `up` created
     python -m lab.topology status
+    python -m lab.topology registry  # (re)start only the container registry
     python -m lab.topology wait-ssh USER
 
 Hosts and addresses come from inventory/local.py, so adding a host there and
@@ -135,6 +136,45 @@ ExThreshold: 30
     raise SystemExit("apt-cacher-ng did not start")
 
 
+def ensure_registry(gateway: str, port: int) -> None:
+    """The topology's container registry (Debian's docker-registry) on the gateway, plain HTTP.
+
+    App hosts pull from it (group_data/local.py: container_registry); tests push the
+    demo image to it. Its storage lives in the machine cache, so images survive `down`.
+    """
+    pidfile = RUN / "registry.pid"
+    if alive(pidfile):
+        return
+    storage = CACHE / "registry"
+    storage.mkdir(parents=True, exist_ok=True)
+    conf = RUN / "registry.yml"
+    conf.write_text(
+        f"""version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: {storage}
+  delete:
+    enabled: true
+http:
+  addr: {gateway}:{port}
+"""
+    )
+    logf = open(RUN / "registry.log", "ab")
+    proc = subprocess.Popen(["docker-registry", "serve", str(conf)], stdin=subprocess.DEVNULL, stdout=logf,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    pidfile.write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((gateway, port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"container registry did not start on {gateway}:{port} (see {RUN / 'registry.log'})")
+
+
 # --- guests ------------------------------------------------------------------------------
 
 
@@ -241,6 +281,8 @@ def up() -> None:
     ensure_base()
     ensure_bridge(gateway)
     ensure_apt_proxy(gateway, proxy_port)
+    registry_host, registry_port = data["container_registry"].rsplit(":", 1)
+    ensure_registry(registry_host, int(registry_port))
     hosts = inventory_hosts()
     write_ssh_config(hosts)
     for name, addr in hosts:
@@ -287,4 +329,9 @@ def status() -> None:
 
 if __name__ == "__main__":
     cmd = sys.argv[1] if len(sys.argv) > 1 else "status"
-    {"up": up, "down": down, "status": status}[cmd]()
+    if cmd == "registry":  # just the registry, for a topology that is already up
+        data = gateway_data()
+        host_, port_ = data["container_registry"].rsplit(":", 1)
+        ensure_registry(host_, int(port_))
+    else:
+        {"up": up, "down": down, "status": status}[cmd]()
