@@ -164,3 +164,238 @@ def firewall_rules(
                 }
             )
     return rules
+
+
+# --- storage host: PostgreSQL --------------------------------------------------------
+
+# The PowerDNS gpgsql backend's own database and login role.
+PDNS_DB = "pdns"
+# Roles the storage role manages carry this comment, so a role whose project left
+# the registry is recognised and loses LOGIN (its database is kept).
+PG_MANAGED_COMMENT = "codeb:managed"
+
+
+def with_need(instances: Iterable[Instance], need: str) -> list[Instance]:
+    return sorted((i for i in instances if need in i.needs), key=lambda i: i.name)
+
+
+def pg_hba_rules(instances: Iterable[Instance], group_addrs: Mapping[str, list[str]],
+                 extra: Iterable[Mapping] = ()) -> list[dict]:
+    """pg_hba.conf lines, in order: administration over the local socket (peer, postgres
+    only), PowerDNS over the local socket, `extra` (the hook for backup tooling), then one
+    `hostssl` line per project database and each host of the project's group."""
+    rules = [
+        {"type": "local", "database": "all", "user": "postgres", "address": "", "method": "peer",
+         "comment": "administration (root through `runuser -u postgres`)"},
+        {"type": "local", "database": PDNS_DB, "user": PDNS_DB, "address": "", "method": "scram-sha-256",
+         "comment": "PowerDNS gpgsql backend"},
+    ]
+    for rule in extra:
+        rules.append({"address": "", "comment": "", **rule})
+    for inst in with_need(instances, "database"):
+        for addr in group_addrs.get(inst.group, []):
+            rules.append({"type": "hostssl", "database": db_name(inst), "user": db_role(inst),
+                          "address": f"{addr}/32" if ":" not in addr else f"{addr}/128",
+                          "method": "scram-sha-256", "comment": inst.name})
+    return rules
+
+
+def derived_salt(secret: str, context: str, size: int = 16) -> bytes:
+    """A salt derived from the secret itself, so a hash renders identically on every apply
+    (and changes when the secret does). Not reversible: HMAC-SHA-256 of a context string."""
+    import hashlib
+    import hmac
+
+    return hmac.new(secret.encode(), f"codeb-salt:{context}".encode(), hashlib.sha256).digest()[:size]
+
+
+def scram_sha256_verifier(password: str, salt: bytes, iterations: int = 4096) -> str:
+    """The verifier PostgreSQL stores for `password_encryption = scram-sha-256` (RFC 5802/7677).
+    PostgreSQL accepts it as the PASSWORD of a role, so the password itself never reaches
+    the host."""
+    import base64
+    import hashlib
+    import hmac
+
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+def pg_role_verifier(role: str, password: str) -> str:
+    return scram_sha256_verifier(password, derived_salt(password, f"postgres:{role}"))
+
+
+def pg_logins(instances: Iterable[Instance], secrets: Mapping[str, str], connection_limit: int) -> list[dict]:
+    """Every login role with its database: projects that need one, then PowerDNS."""
+    out = [
+        {"role": db_role(i), "database": db_name(i), "connection_limit": connection_limit,
+         "verifier": pg_role_verifier(db_role(i), secrets[secret_db_password(i)]), "instance": i.name}
+        for i in with_need(instances, "database")
+    ]
+    out.append({"role": PDNS_DB, "database": PDNS_DB, "connection_limit": connection_limit,
+                "verifier": pg_role_verifier(PDNS_DB, secrets["pdns_db_password"]), "instance": "powerdns"})
+    return out
+
+
+# --- storage host: Redis ---------------------------------------------------------------
+
+REDIS_ADMIN_USER = "admin"
+# The Centrifugo engine (streaming issue): Centrifuge names its keys and channels
+# `<prefix>.<...>` (dot-separated), and its broker probes Redis streams with
+# `XRANGE _ 0-0 0-0` at start, so it needs read access to the key `_` as well.
+CENTRIFUGO_REDIS_USER = "centrifugo"
+CENTRIFUGO_REDIS_PREFIX = "centrifugo"
+REDIS_APP_COMMANDS = "+@all -@admin -@dangerous"
+
+
+def centrifugo_redis_acl_patterns(prefix: str = CENTRIFUGO_REDIS_PREFIX) -> tuple[str, ...]:
+    return (f"~{prefix}.*", f"&{prefix}.*", "%R~_")
+
+
+def redis_password_hash(password: str) -> str:
+    """ACL file form of a password: `#<sha256 hex>`, so the file holds no plaintext."""
+    import hashlib
+
+    return "#" + hashlib.sha256(password.encode()).hexdigest()
+
+
+def redis_acl_users(instances: Iterable[Instance], secrets: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(user, rules) for the ACL file. `default` is off; every user starts from `reset`,
+    so a rule removed here is removed on the server by ACL LOAD."""
+    users = [
+        ("default", "reset off"),
+        (REDIS_ADMIN_USER, f"reset on {redis_password_hash(secrets['redis_admin_password'])} ~* &* +@all"),
+        (CENTRIFUGO_REDIS_USER,
+         f"reset on {redis_password_hash(secrets['redis_centrifugo_password'])} "
+         f"{' '.join(centrifugo_redis_acl_patterns())} {REDIS_APP_COMMANDS}"),
+    ]
+    for inst in with_need(instances, "redis"):
+        patterns = " ".join(redis_acl_patterns(redis_prefix(inst)))
+        users.append((redis_user(inst),
+                      f"reset on {redis_password_hash(secrets[secret_redis_password(inst)])} {patterns} "
+                      f"{REDIS_APP_COMMANDS}"))
+    return users
+
+
+# --- storage host: MinIO ---------------------------------------------------------------
+
+
+def s3_access_key(inst: Instance) -> str:
+    return inst.name
+
+
+def s3_policy_name(inst: Instance) -> str:
+    return f"bucket-{bucket_name(inst)}"
+
+
+def s3_bucket_policy(bucket: str) -> dict:
+    """IAM policy for one project's access key: its own bucket and nothing else."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": ["s3:GetBucketLocation", "s3:ListBucket",
+                                           "s3:ListBucketMultipartUploads"],
+             "Resource": [f"arn:aws:s3:::{bucket}"]},
+            {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
+                                           "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+             "Resource": [f"arn:aws:s3:::{bucket}/*"]},
+        ],
+    }
+
+
+def s3_desired(instances: Iterable[Instance], secrets: Mapping[str, str]) -> list[dict]:
+    return [
+        {"bucket": bucket_name(i), "user": s3_access_key(i), "secret": secrets[secret_s3_secret_key(i)],
+         "policy": s3_policy_name(i), "document": s3_bucket_policy(bucket_name(i))}
+        for i in with_need(instances, "bucket")
+    ]
+
+
+# --- storage host: PowerDNS ------------------------------------------------------------
+
+# Second-level public suffixes under which a name is registered one label deeper
+# (a short list for the registries we use; extend it before adding such a domain).
+PUBLIC_SUFFIXES = frozenset({
+    "co.kr", "or.kr", "ne.kr", "re.kr", "pe.kr", "go.kr", "ac.kr", "ms.kr", "hs.kr", "es.kr", "sc.kr",
+    "kg.kr", "seoul.kr", "co.uk", "org.uk", "com.au", "co.jp", "ne.jp", "com.cn",
+})
+
+
+def registrable_domain(domain: str) -> str:
+    labels = domain.lower().rstrip(".").split(".")
+    keep = 3 if ".".join(labels[-2:]) in PUBLIC_SUFFIXES else 2
+    return ".".join(labels[-keep:])
+
+
+def pdns_api_key_hash(key: str) -> str:
+    """PowerDNS (4.6+) hashed api-key: `$scrypt$ln=10,p=1,r=8$<salt b64>$<key b64>`, the salt
+    derived from the key so the rendered config does not change between applies."""
+    import base64
+    import hashlib
+
+    salt = derived_salt(key, "pdns-api-key")
+    digest = hashlib.scrypt(key.encode(), salt=salt, n=1 << 10, r=8, p=1, dklen=32)
+    return f"$scrypt$ln=10,p=1,r=8${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def _zone_for(name: str, zones: Iterable[str]) -> str | None:
+    best = None
+    for zone in zones:
+        if (name == zone or name.endswith("." + zone)) and (best is None or len(zone) > len(best)):
+            best = zone
+    return best
+
+
+def dns_zones(
+    platform_domain: str,
+    hosts: Iterable[tuple[str, str]],
+    group_addrs: Mapping[str, list[str]],
+    instances: Iterable[Instance],
+    ttl: int = 300,
+) -> dict[str, dict]:
+    """Zones served by PowerDNS: {zone: {"nameservers": [...], "rrsets": {(fqdn, type): [content]}}}.
+
+    - the platform zone: every host by name, ws (streaming), api (app), db (storage);
+    - every registry domain, in the zone of its registrable domain (or the platform zone
+      when it lies inside it), pointing at the hosts of its instance's group.
+    Names are absolute (trailing dot); nameservers are the storage hosts' names.
+    """
+    instances = list(instances)
+    hosts = sorted(hosts)
+    wanted: dict[str, set[str]] = {}
+
+    def add(name: str, addrs: Iterable[str]):
+        wanted.setdefault(name.lower(), set()).update(addrs)
+
+    for name, addr in hosts:
+        add(fqdn(name, platform_domain), [addr])
+    for short, group in (("ws", "streaming"), ("api", "app"), ("db", "storage")):
+        add(fqdn(short, platform_domain), group_addrs.get(group, []))
+    for inst in instances:
+        for domain in inst.domains:
+            add(domain, group_addrs.get(inst.group, []))
+
+    zone_names = {platform_domain} | {registrable_domain(d) for i in instances for d in i.domains}
+    # A registrable domain inside the platform zone (platform_domain codeb.kr) is that zone.
+    zone_names = {z for z in zone_names if z == platform_domain or _zone_for(z, {platform_domain}) is None}
+    storage = set(group_addrs.get("storage", []))
+    nameservers = [fqdn(n, platform_domain) + "." for n, a in hosts if a in storage]
+
+    zones: dict[str, dict] = {z: {"nameservers": nameservers, "rrsets": {}} for z in sorted(zone_names)}
+    for name, addrs in sorted(wanted.items()):
+        zone = _zone_for(name, zone_names)
+        if zone is None or not addrs:
+            continue
+        v4 = sorted(a for a in addrs if ":" not in a)
+        v6 = sorted(a for a in addrs if ":" in a)
+        if v4:
+            zones[zone]["rrsets"][(name + ".", "A")] = v4
+        if v6:
+            zones[zone]["rrsets"][(name + ".", "AAAA")] = v6
+    for z in zones.values():
+        z["ttl"] = ttl
+    return zones

@@ -31,6 +31,12 @@ ssh_group = "ssh-users"
 firewall_services = {
     "ssh": {"port": 22, "on": "all", "from": ["@admin"]},
     "node-exporter": {"port": 9100, "on": "all", "from": ["backup"]},
+    # Storage host (roles/storage). Streaming uses Redis only when Centrifugo is scaled out.
+    "dns": {"port": 53, "proto": "both", "on": "storage", "from": ["@any"]},
+    "postgresql": {"port": 5432, "on": "storage", "from": ["app", "backup"]},
+    "redis": {"port": 6379, "on": "storage", "from": ["app", "streaming"]},
+    "minio": {"port": 9000, "on": "storage", "from": ["app", "backup"]},
+    "pdns-api": {"port": 8081, "on": "storage", "from": ["app"]},
 }
 
 # Baseline
@@ -49,4 +55,27 @@ artifacts = {
         "version": "v0.0.0-20260212201848-7aac2a2c5b7c",
         "binary": "minio",
     },
+    # MinIO client, for buckets, users and policies on the storage host: the version
+    # the pinned server itself requires (go.mod of the minio pin), same maintenance risk.
+    "mc": {
+        "module": "github.com/minio/mc",
+        "version": "v0.0.0-20250313080218-cf909e1063a9",
+        "binary": "mc",
+    },
 }
+
+# Storage host (roles/storage): PostgreSQL 17, Redis 8, MinIO, PowerDNS, all from Debian
+# trixie except MinIO (artifacts above).
+postgresql_version = 17
+postgresql_port = 5432
+postgresql_connection_limit = 20
+# Extra pg_hba.conf rules placed before the project rules, e.g. for the backup issue:
+#   {"type": "local", "database": "all", "user": "backup", "method": "peer"}
+# Empty until the backup role defines its tooling.
+postgresql_hba_extra: list = []
+redis_port = 6379
+redis_maxmemory = "1gb"
+minio_port = 9000
+minio_console_port = 9001  # localhost only
+pdns_api_port = 8081
+dns_ttl = 300
