@@ -399,3 +399,132 @@ def dns_zones(
     for z in zones.values():
         z["ttl"] = ttl
     return zones
+
+
+# --- app hosts: containers, env files, sites, releases -----------------------------
+
+# Generated env files follow the operations manual: Node apps run with NODE_ENV=production
+# in every app environment (staging and preview are production builds on other data).
+APP_NODE_ENV = "production"
+# Optional per environment: present in the secrets file only where images are private
+# (production pulls from GHCR); an apply that configures registry auth requires it.
+SECRET_CONTAINER_REGISTRY_TOKEN = "container_registry_token"
+OPTIONAL_SECRETS = (SECRET_CONTAINER_REGISTRY_TOKEN,)
+
+
+def env_file_path(inst: Instance) -> str:
+    return f"/etc/platform/apps/{inst.name}.env"
+
+
+def release_state_path(inst: Instance) -> str:
+    return f"/var/lib/platform/releases/{inst.name}.json"
+
+
+def app_volume(inst: Instance) -> str:
+    """The instance's named Podman volume: kept when the instance leaves the registry."""
+    return f"{inst.name}-data"
+
+
+def database_url(inst: Instance, password: str, host: str, port: int) -> str:
+    """The instance's own role and database on the storage host, TLS required (pg_hba: hostssl)."""
+    return f"postgresql://{db_role(inst)}:{password}@{host}:{port}/{db_name(inst)}?sslmode=require"
+
+
+def redis_url(inst: Instance, password: str, host: str, port: int) -> str:
+    """The instance's ACL user; its keys and channels live under redis_env_prefix()."""
+    return f"redis://{redis_user(inst)}:{password}@{host}:{port}/0"
+
+
+def redis_env_prefix(inst: Instance) -> str:
+    """REDIS_PREFIX as the manual writes it (`myapp:`): inside the ACL's `~<prefix>:*`."""
+    return f"{redis_prefix(inst)}:"
+
+
+def s3_endpoint(host: str, port: int) -> str:
+    return f"http://{host}:{port}"
+
+
+def app_env(
+    inst: Instance,
+    secrets: Mapping[str, str],
+    *,
+    storage_addr: str,
+    streaming_addr: str,
+    platform_domain: str,
+    postgresql_port: int,
+    redis_port: int,
+    minio_port: int,
+    centrifugo_internal_port: int,
+) -> dict[str, str]:
+    """The instance's environment (its env file), in a stable order.
+
+    PORT is the registry port: the app listens on it inside its container; the blue
+    and green slots publish it on their own slot ports on the host.
+    """
+    env = {"NODE_ENV": APP_NODE_ENV, "PORT": str(inst.port)}
+    if "database" in inst.needs:
+        env["DATABASE_URL"] = database_url(inst, secrets[secret_db_password(inst)], storage_addr, postgresql_port)
+    if "redis" in inst.needs:
+        env["REDIS_URL"] = redis_url(inst, secrets[secret_redis_password(inst)], storage_addr, redis_port)
+        env["REDIS_PREFIX"] = redis_env_prefix(inst)
+    if "bucket" in inst.needs:
+        env.update({
+            "S3_ENDPOINT": s3_endpoint(storage_addr, minio_port),
+            "S3_REGION": "us-east-1",
+            "S3_BUCKET": bucket_name(inst),
+            "S3_ACCESS_KEY_ID": s3_access_key(inst),
+            "S3_SECRET_ACCESS_KEY": secrets[secret_s3_secret_key(inst)],
+            "S3_FORCE_PATH_STYLE": "true",
+        })
+    if "realtime" in inst.needs:
+        env.update(centrifugo_urls(platform_domain, streaming_addr, centrifugo_internal_port))
+        env["CENTRIFUGO_API_KEY"] = secrets["centrifugo_api_key"]
+        env["CENTRIFUGO_SECRET"] = secrets["centrifugo_hmac_secret"]
+    return env
+
+
+def env_file_text(env: Mapping[str, str]) -> str:
+    """KEY=value lines for systemd/Podman EnvironmentFile (values are alphanumeric URLs)."""
+    for key, value in env.items():
+        if "\n" in value or '"' in value or "\\" in value:
+            raise ValueError(f"env: value of {key} cannot be written to an env file")
+    return "".join(f"{k}={v}\n" for k, v in env.items())
+
+
+def app_upstreams(inst: Instance, slot: str, app_addrs: list[str], self_addr: str) -> list[str]:
+    """Where Caddy sends an instance's traffic: the active slot on this host alone, or on
+    every app host when the group has several (each publishes its slots on its private address)."""
+    port = inst.slot_ports[slot]
+    if len(app_addrs) <= 1:
+        return [f"127.0.0.1:{port}"]
+    return [f"{addr}:{port}" for addr in sorted(app_addrs)]
+
+
+def app_publish_addr(app_addrs: list[str], self_addr: str) -> str:
+    """Slot ports stay on localhost unless other app hosts' Caddy must reach them."""
+    return "127.0.0.1" if len(app_addrs) <= 1 else self_addr
+
+
+def caddy_lb_policy(policy: str, inst: Instance) -> str:
+    """Caddy's lb_policy line for a registry policy (cookie: sticky per instance)."""
+    return {"round_robin": "round_robin", "least_conn": "least_conn", "ip_hash": "ip_hash",
+            "cookie": f"cookie lb_{sql_name(inst)}"}[policy]
+
+
+def other_slot(slot: str) -> str:
+    from .registry import SLOTS
+
+    return SLOTS[1 - SLOTS.index(slot)]
+
+
+def initial_release_state(image: str) -> dict:
+    """Before the first release: blue active, both slots on the registry's image."""
+    return {"active": "blue", "previous": None, "slots": {"blue": image, "green": image}}
+
+
+def registry_auth_json(registry: str, username: str, token: str) -> str:
+    import base64
+    import json
+
+    auth = base64.b64encode(f"{username}:{token}".encode()).decode()
+    return json.dumps({"auths": {registry: {"auth": auth}}}, indent=2, sort_keys=True) + "\n"
