@@ -9,6 +9,7 @@ by the time it is configured.
 from pyinfra import host
 
 from roles.common import common
+from roles.storage import storage
 
 if host.data.get("render_only"):
     raise SystemExit("error: CODEB_RENDER_ONLY is set: this inventory has placeholder secrets; unset it to apply")
@@ -17,6 +18,7 @@ common()
 
 ROLE_ORDER = ("storage", "backup", "streaming", "app")
 ROLES: dict = {}  # group -> @deploy function; filled in as the service roles land
+ROLES["storage"] = storage
 
 for group in ROLE_ORDER:
     if group in host.groups and group in ROLES:

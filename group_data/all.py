@@ -69,6 +69,8 @@ artifacts = {
 postgresql_version = 17
 postgresql_port = 5432
 postgresql_connection_limit = 20
+# Room for every project's connection limit (20 each) plus administration.
+postgresql_max_connections = 200
 # Extra pg_hba.conf rules placed before the project rules, e.g. for the backup issue:
 #   {"type": "local", "database": "all", "user": "backup", "method": "peer"}
 # Empty until the backup role defines its tooling.

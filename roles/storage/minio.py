@@ -1,0 +1,6 @@
+from pyinfra.api import deploy
+
+
+@deploy("minio")
+def minio():
+    pass
