@@ -102,6 +102,9 @@ def environment_group(env: str, groups: dict) -> tuple[list[str], dict]:
         return host_names(groups), {"secrets": {n: f"placeholder-{n}" for n in names}, "render_only": True}
     try:
         values = secrets.load(env, derive.required_secrets(reg.instances))
+        # Optional names (e.g. registry credentials) pass through where an environment has them.
+        present = secrets.read(env)
+        values.update({n: present[n] for n in derive.OPTIONAL_SECRETS if n in present})
     except secrets.SecretsError as exc:
         _fail([str(exc)])
     return host_names(groups), {"secrets": values}

@@ -37,6 +37,9 @@ firewall_services = {
     "redis": {"port": 6379, "on": "storage", "from": ["app", "streaming"]},
     "minio": {"port": 9000, "on": "storage", "from": ["app", "backup"]},
     "pdns-api": {"port": 8081, "on": "storage", "from": ["app"]},
+    # App hosts (roles/app): Caddy serves every app domain; the slot ports stay on localhost.
+    "app-http": {"port": 80, "on": "app", "from": ["@any"]},
+    "app-https": {"port": 443, "on": "app", "from": ["@any"]},
 }
 
 # Baseline
@@ -81,3 +84,25 @@ minio_port = 9000
 minio_console_port = 9001  # localhost only
 pdns_api_port = 8081
 dns_ttl = 300
+
+# App hosts (roles/app): Podman + Quadlet, blue/green slots per registry instance.
+# Every app image is the registry's unless an environment replaces it (local: the demo).
+app_image_override = None
+# containers.conf drop-in, {section: {key: value}}. Netavark writes its NAT and port
+# forwarding rules with nftables (iptables is not installed).
+podman_containers_conf = {"network": {"firewall_driver": "nftables"}}
+# Extra `podman run` arguments for every app container (PodmanArgs=).
+podman_run_args: list = []
+# Registries pulled from over plain HTTP (registries.conf drop-in).
+insecure_registries: list = []
+# Private images: {"registry": host, "username": name}; the token is the secret
+# derive.SECRET_CONTAINER_REGISTRY_TOKEN of the environment.
+container_registry_auth = None
+# Per container, enforced by systemd on the unit's cgroup.
+app_limits = {"memory_max": "512M", "cpu_quota": "100%", "tasks_max": 512}
+app_health = {"interval": "10s", "timeout": "5s", "retries": 3, "start_period": "10s"}
+# systemctl start blocks until the health check passes (Notify=healthy), at most this long.
+app_start_timeout = 120
+app_lb_health_interval = "2s"
+# Seconds between switching Caddy to the new slot and stopping the old one.
+app_drain_seconds = 5

@@ -10,3 +10,5 @@ apt_proxy = None
 admin_networks = ["0.0.0.0/0", "::/0"]
 # Public key of the CI deploy account (the private half is a repository secret).
 deploy_ssh_public_key = None
+# App images are private on GHCR: the token is the secret `container_registry_token`.
+container_registry_auth = {"registry": "ghcr.io", "username": "codeb-kr"}
