@@ -12,6 +12,10 @@ A spec is a mapping:
     ldflags:  extra -ldflags (e.g. -X ...Version=...)
     replace:  {module: "module version"} overrides, when the pinned version's own
               requirements cannot be fetched (recorded with the pin, with the reason)
+    edits:    {file in the module: [[old, new], ...]} exact text substitutions made to a
+              copy of the pinned module's source before building, when a replaced
+              requirement changed an API the pin calls (recorded with the pin, with the
+              reason); each `old` must occur, or the build fails
 """
 
 from __future__ import annotations
@@ -49,11 +53,41 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+EDITED_SRC = "edited-src"
+
+
 def _go_mod(spec: dict) -> str:
     lines = ["module codeb.invalid/artifact", "", "go 1.24", "", f"require {spec['module']} {spec['version']}", ""]
-    for old, new in sorted((spec.get("replace") or {}).items()):
+    replaces = dict(spec.get("replace") or {})
+    if spec.get("edits"):
+        replaces[spec["module"]] = f"./{EDITED_SRC}"
+    for old, new in sorted(replaces.items()):
         lines.append(f"replace {old} => {new}")
     return "\n".join(lines) + "\n"
+
+
+def apply_edits(root: Path, edits: dict) -> None:
+    """Exact substitutions in a module's source tree; every `old` must be found."""
+    for rel, pairs in sorted(edits.items()):
+        path = root / rel
+        text = path.read_text()
+        for old, new in pairs:
+            if old not in text:
+                raise RuntimeError(f"artifact edit: {old!r} not found in {rel}; review the pin's `edits`")
+            text = text.replace(old, new)
+        path.write_text(text)
+
+
+def _edited_source(spec: dict, work: Path, env: dict) -> None:
+    """Copy the pinned module's source (from the module cache) into work/edited-src and edit it."""
+    out = subprocess.run(["go", "mod", "download", "-json", f"{spec['module']}@{spec['version']}"],
+                         cwd=work, env=env, check=True, capture_output=True, text=True).stdout
+    src = Path(json.loads(out)["Dir"])
+    dest = work / EDITED_SRC
+    shutil.copytree(src, dest)
+    for path in [dest, *dest.rglob("*")]:
+        path.chmod(path.stat().st_mode | 0o200)  # the module cache is read-only
+    apply_edits(dest, spec["edits"])
 
 
 def build(spec: dict, goos: str = "linux", goarch: str = "amd64") -> Artifact:
@@ -69,9 +103,11 @@ def build(spec: dict, goos: str = "linux", goarch: str = "amd64") -> Artifact:
         if not (binary.exists() and digest_file.exists()):
             print(f"[artifacts] building {name} {spec['version']} (cached afterwards)", flush=True)
             with tempfile.TemporaryDirectory(prefix="codeb-build-") as work:
-                Path(work, "go.mod").write_text(_go_mod(spec))
                 env = dict(os.environ, CGO_ENABLED="0", GOOS=goos, GOARCH=goarch, GOFLAGS="-mod=mod",
                            GOTOOLCHAIN="local")
+                if spec.get("edits"):
+                    _edited_source(spec, Path(work), env)
+                Path(work, "go.mod").write_text(_go_mod(spec))
                 tmp_bin = Path(work) / name
                 ldflags = " ".join(["-s", "-w", *([spec["ldflags"]] if spec.get("ldflags") else [])])
                 subprocess.run(
