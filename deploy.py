@@ -8,6 +8,7 @@ by the time it is configured.
 
 from pyinfra import host
 
+from roles.app import app
 from roles.common import common
 from roles.storage import storage
 
@@ -19,6 +20,7 @@ common()
 ROLE_ORDER = ("storage", "backup", "streaming", "app")
 ROLES: dict = {}  # group -> @deploy function; filled in as the service roles land
 ROLES["storage"] = storage
+ROLES["app"] = app
 
 for group in ROLE_ORDER:
     if group in host.groups and group in ROLES:

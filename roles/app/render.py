@@ -1,0 +1,111 @@
+"""What an app host runs, rendered from the registry, group data and release state.
+
+Pure functions: the apply (roles/app) and `make release` (roles/app/release.py)
+render units and sites with the same code from the same state, so a converge
+after a release finds nothing to change, and unit tests render them offline.
+"""
+
+from __future__ import annotations
+
+import json
+
+from codeb import derive
+from codeb.registry import SLOTS, Instance
+from codeb.render import render
+
+QUADLET_DIR = "/etc/containers/systemd"
+CONTAINERS_CONF = "/etc/containers/containers.conf.d/50-platform.conf"
+REGISTRIES_CONF = "/etc/containers/registries.conf.d/50-platform.conf"
+AUTH_FILE = "/etc/containers/platform-auth.json"
+SITE_PREFIX = "app-"
+MARKER = "# Managed by the platform (roles/app and `make release`)"
+QUADLET = "/usr/libexec/podman/quadlet"
+
+
+def unit_file(inst: Instance, slot: str) -> str:
+    return f"{QUADLET_DIR}/{derive.unit_name(inst, slot)}.container"
+
+
+def service(inst: Instance, slot: str) -> str:
+    return f"{derive.unit_name(inst, slot)}.service"
+
+
+def site_name(inst: Instance) -> str:
+    return f"{SITE_PREFIX}{inst.name}"
+
+
+def default_image(inst: Instance, data) -> str:
+    """The image an instance starts with before any release: the registry's, unless the
+    environment replaces every app image (the local topology runs the demo image)."""
+    override = data.get("app_image_override")
+    if override:
+        return override
+    sep = "@" if inst.tag.startswith("sha256:") else ":"
+    return f"{inst.image}{sep}{inst.tag}"
+
+
+def health_cmd(port: int) -> str:
+    return f"curl -fsS -o /dev/null --max-time 4 http://127.0.0.1:{port}/api/health"
+
+
+def container_unit(inst: Instance, slot: str, image: str, active: bool, data, app_addrs, self_addr) -> str:
+    return render(
+        "app/app.container.j2",
+        name=inst.name, slot=slot, unit=derive.unit_name(inst, slot), active=active, image=image,
+        state_path=derive.release_state_path(inst), env_file=derive.env_file_path(inst),
+        publish_addr=derive.app_publish_addr(app_addrs, self_addr), slot_port=inst.slot_ports[slot],
+        app_port=inst.port, volume=derive.app_volume(inst), health_cmd=health_cmd(inst.port),
+        health=data.app_health, podman_args=list(data.get("podman_run_args") or []),
+        start_timeout=data.app_start_timeout, limits=data.app_limits,
+        auth_file=AUTH_FILE if data.get("container_registry_auth") else None,
+    )
+
+
+def units_for_state(inst: Instance, state: dict, data, app_addrs, self_addr) -> dict[str, str]:
+    """path -> unit text for both slots of one instance."""
+    return {
+        unit_file(inst, slot): container_unit(inst, slot, state["slots"][slot], slot == state["active"], data,
+                                              app_addrs, self_addr)
+        for slot in SLOTS
+    }
+
+
+def site(inst: Instance, slot: str, data, app_addrs, self_addr) -> str:
+    from roles.caddy import tls_directive
+
+    return render(
+        "app/site.caddy.j2",
+        name=inst.name, slot=slot, domains=list(inst.domains), tls=tls_directive(data.tls_mode),
+        upstreams=derive.app_upstreams(inst, slot, app_addrs, self_addr),
+        lb_policy=derive.caddy_lb_policy(inst.lb_policy, inst), health_interval=data.app_lb_health_interval,
+    )
+
+
+def state_text(state: dict) -> str:
+    return json.dumps(state, indent=2, sort_keys=True) + "\n"
+
+
+def parse_state(text: str | None, inst: Instance, data) -> dict:
+    """The host's release state, or the initial one; anything malformed is an error, never a guess."""
+    if not text:
+        return derive.initial_release_state(default_image(inst, data))
+    state = json.loads(text)
+    if state.get("active") not in SLOTS or set(state.get("slots", {})) != set(SLOTS):
+        raise ValueError(f"{derive.release_state_path(inst)}: malformed release state")
+    return state
+
+
+def containers_conf(data) -> str:
+    return render("app/containers.conf.j2", conf=data.podman_containers_conf)
+
+
+def registries_conf(data) -> str:
+    return render("app/registries.conf.j2", insecure=list(data.get("insecure_registries") or []))
+
+
+def env_file(inst: Instance, data, secrets, storage_addr: str, streaming_addr: str) -> str:
+    return derive.env_file_text(derive.app_env(
+        inst, secrets, storage_addr=storage_addr, streaming_addr=streaming_addr,
+        platform_domain=data.platform_domain, postgresql_port=data.postgresql_port, redis_port=data.redis_port,
+        minio_port=data.minio_port, centrifugo_internal_port=data.get("centrifugo_internal_port", 8000),
+    ))
