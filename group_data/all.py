@@ -40,6 +40,16 @@ firewall_services = {
     # App hosts (roles/app): Caddy serves every app domain; the slot ports stay on localhost.
     "app-http": {"port": 80, "on": "app", "from": ["@any"]},
     "app-https": {"port": 443, "on": "app", "from": ["@any"]},
+    # Streaming hosts (roles/streaming). Centrifugo's internal port (centrifugo_internal_port)
+    # serves the HTTP API (/api, key required), /health and Prometheus /metrics on the private
+    # address: one port, opened to the app hosts (API) and the backup host (metrics).
+    "ws-http": {"port": 80, "on": "streaming", "from": ["@any"]},  # ACME challenges, HTTPS redirect
+    "ws-https": {"port": 443, "on": "streaming", "from": ["@any"]},
+    "centrifugo-api": {"port": 8001, "on": "streaming", "from": ["app"]},
+    "centrifugo-metrics": {"port": 8001, "on": "streaming", "from": ["backup"]},
+    # Client port between streaming hosts: only used (listened on the private address) when
+    # the group has several hosts and Caddy balances over all of them.
+    "centrifugo-client": {"port": 8000, "on": "streaming", "from": ["streaming"]},
 }
 
 # Baseline
@@ -65,6 +75,51 @@ artifacts = {
         "version": "v0.0.0-20250313080218-cf909e1063a9",
         "binary": "mc",
     },
+    # Centrifugo v6.9.1 (roles/streaming). Its go.mod requires centrifuge
+    # v0.38.1-0.20260711082514-84d40cc4dbf6, which the Go module proxy does not serve (403);
+    # v0.40.1 is the only centrifuge version served, and it needs:
+    #   - rueidis v1.0.79 (centrifuge v0.40.1 uses AuthCredentials.RefreshAfter and
+    #     SentinelOption.TopologyRefreshInterval, absent from the v1.0.76 Centrifugo pins);
+    #   - protocol v0.23.1 (selected automatically: centrifuge v0.40.1 imports its cfjson and
+    #     cfprotobuf packages). protocol v0.23.1 renamed the vtprotobuf methods
+    #     MarshalVT/UnmarshalVT to MarshalCF/UnmarshalCF, which Centrifugo's NATS broker calls:
+    #     the five calls are renamed by `edits` (same protobuf wire format; the NATS broker is
+    #     not used here). Nothing else is changed. No other v6 release is served.
+    "centrifugo": {
+        "module": "github.com/centrifugal/centrifugo/v6",
+        "version": "v6.9.1",
+        "binary": "centrifugo",
+        "ldflags": "-X github.com/centrifugal/centrifugo/v6/internal/build.Version=6.9.1",
+        "replace": {
+            "github.com/centrifugal/centrifuge": "github.com/centrifugal/centrifuge v0.40.1",
+            "github.com/redis/rueidis": "github.com/redis/rueidis v1.0.79",
+        },
+        "edits": {
+            "internal/natsbroker/broker.go": [
+                ["push.MarshalVT()", "push.MarshalCF()"],
+                ["push.UnmarshalVT(data)", "push.UnmarshalCF(data)"],
+            ],
+        },
+    },
+}
+
+# Streaming hosts (roles/streaming): Centrifugo v6 behind Caddy at wss://ws.<platform_domain>.
+centrifugo_client_port = 8000  # 127.0.0.1 (one host) or the private address (several hosts)
+centrifugo_internal_port = 8001  # private address: HTTP API, /health, /metrics (see firewall)
+centrifugo_nofile = 65536
+# Admin web UI: off. When true, served on the internal port only, with the generated
+# centrifugo_admin_password (secrets), reachable from the hosts the firewall allows there.
+centrifugo_admin = False
+# Sticky policy Caddy uses when the streaming group has several hosts (ip_hash or cookie).
+centrifugo_lb_policy = "ip_hash"
+# Namespaces and their client permissions (codeb/derive.py:centrifugo_namespaces). Membership
+# of workspaces, projects and chats is the app's: it signs subscription tokens. `open: True`
+# would let any authenticated client subscribe without one.
+centrifugo_namespaces = {
+    "user": {"personal": True},  # user:#<id>, readable only by that user
+    "workspace": {"presence": True},
+    "project": {"history_size": 100, "history_ttl": "24h"},
+    "chat": {"presence": True, "history_size": 200, "history_ttl": "72h"},
 }
 
 # Storage host (roles/storage): PostgreSQL 17, Redis 8, MinIO, PowerDNS, all from Debian
