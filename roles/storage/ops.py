@@ -50,3 +50,16 @@ def converge(state_command: str, apply_command: str, expected: list[str] | None 
         drift = sorted(lines) != sorted(expected)
     if drift or any(_changed(t) for t in triggers):
         yield apply_command
+
+
+def apply_when_changed(name: str, files: list[str], marker: str, command: str):
+    """Run `command` (a check, then a reload/restart) until it has succeeded for the current
+    content of `files`: a marker holds their checksums after each success, so a
+    reload that failed validation is retried on the next apply, and an unchanged file
+    triggers nothing."""
+    listing = " ".join(files)
+    return converge(
+        name=name,
+        state_command=f"sha256sum {listing} | cmp -s - {marker} || echo stale",
+        apply_command=f"{command} && sha256sum {listing} > {marker}",
+    )
