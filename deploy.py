@@ -11,16 +11,19 @@ from pyinfra import host
 from roles.app import app
 from roles.common import common
 from roles.storage import storage
+from roles.streaming import remove_legacy_centrifugo, streaming
 
 if host.data.get("render_only"):
     raise SystemExit("error: CODEB_RENDER_ONLY is set: this inventory has placeholder secrets; unset it to apply")
 
 common()
+remove_legacy_centrifugo()  # app hosts only: the incident's second Centrifugo goes
 
 ROLE_ORDER = ("storage", "backup", "streaming", "app")
 ROLES: dict = {}  # group -> @deploy function; filled in as the service roles land
 ROLES["storage"] = storage
 ROLES["app"] = app
+ROLES["streaming"] = streaming
 
 for group in ROLE_ORDER:
     if group in host.groups and group in ROLES:
