@@ -96,6 +96,9 @@ def common():
     accounts()
     apt.packages(name="Baseline packages", packages=PACKAGES, update=True, cache_time=3600,
                  no_recommends=True)
+    if data.get("admin_tools"):
+        # Clients admins (and the topology tests) use to check services from a host.
+        apt.packages(name="Admin tools", packages=data.admin_tools, cache_time=3600, no_recommends=True)
 
     sshd = _put("/etc/ssh/sshd_config.d/10-platform.conf", *files_["/etc/ssh/sshd_config.d/10-platform.conf"])
     # A config sshd rejects never reaches the running daemon.
