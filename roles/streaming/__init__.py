@@ -116,8 +116,8 @@ def centrifugo():
     server.shell(name="Validate Centrifugo config (checkconfig --strict)",
                  commands=[f"runuser -u {USER} -- {BINARY} checkconfig --strict --config {CONFIG}"],
                  _if=changed)
-    systemd.service(name="centrifugo running", service=UNIT, running=True, enabled=True,
-                    daemon_reload=unit.did_change)
+    systemd.daemon_reload(name="Reload systemd units", _if=unit.did_change)
+    systemd.service(name="centrifugo running", service=UNIT, running=True, enabled=True)
     systemd.service(name="Restart centrifugo", service=UNIT, restarted=True, _if=changed)
 
 
