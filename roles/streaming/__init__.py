@@ -144,6 +144,11 @@ class LegacyCentrifugo(FactBase):
             " podman ps -a --format 'container {{.Names}}' | grep '^container centrifugo'; fi; true"
         )
 
+    @staticmethod
+    def default():
+        # pyinfra skips process() when the command prints nothing (nothing found).
+        return {"unit": [], "file": [], "container": []}
+
     def process(self, output):
         found = {"unit": [], "file": [], "container": []}
         for line in output:
