@@ -19,12 +19,12 @@ if host.data.get("render_only"):
 common()
 remove_legacy_centrifugo()  # app hosts only: the incident's second Centrifugo goes
 
-ROLE_ORDER = ("storage", "backup", "streaming", "app")
-ROLES: dict = {}  # group -> @deploy function; filled in as the service roles land
-ROLES["storage"] = storage
-ROLES["app"] = app
-ROLES["streaming"] = streaming
-
-for group in ROLE_ORDER:
-    if group in host.groups and group in ROLES:
-        ROLES[group]()
+# One call per line, in this order: pyinfra orders operations by the line that
+# defines them, so every storage operation runs before any backup operation,
+# and so on, across all hosts.
+if "storage" in host.groups:
+    storage()
+if "streaming" in host.groups:
+    streaming()
+if "app" in host.groups:
+    app()
