@@ -331,13 +331,13 @@ def registrable_domain(domain: str) -> str:
     return ".".join(labels[-keep:])
 
 
-def pdns_api_key_hash(key: str) -> str:
+def pdns_api_key_hash(key: str, salt: bytes | None = None) -> str:
     """PowerDNS (4.6+) hashed api-key: `$scrypt$ln=10,p=1,r=8$<salt b64>$<key b64>`, the salt
     derived from the key so the rendered config does not change between applies."""
     import base64
     import hashlib
 
-    salt = derived_salt(key, "pdns-api-key")
+    salt = derived_salt(key, "pdns-api-key") if salt is None else salt
     digest = hashlib.scrypt(key.encode(), salt=salt, n=1 << 10, r=8, p=1, dklen=32)
     return f"$scrypt$ln=10,p=1,r=8${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 

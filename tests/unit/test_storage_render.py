@@ -1,0 +1,130 @@
+"""The storage role's rendered files, for the storage host of every inventory. No host is
+contacted; secrets are the render-only placeholders (`placeholder-<name>`)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from codeb import derive
+from roles.storage.minio import rendered as minio_rendered
+from roles.storage.postgresql import rendered as pg_rendered
+from roles.storage.powerdns import rendered as pdns_rendered
+from roles.storage.redis import rendered as redis_rendered
+from roles.topology import group_addrs, platform_hosts
+from tests.unit.conftest import INVENTORIES, load_inventory
+
+
+def storage_hosts():
+    out = []
+    for env in INVENTORIES:
+        inv = load_inventory(env)
+        for host in inv.get_group("storage"):
+            out.append(pytest.param((env, inv, host), id=f"{env}-{host.name}"))
+    return out
+
+
+@pytest.fixture(params=storage_hosts())
+def rendered(request):
+    env, inv, host = request.param
+    data = host.data
+    addrs, hosts = group_addrs(inv), platform_hosts(inv)
+    return {
+        "env": env, "data": data, "ip": data.private_ip, "addrs": addrs,
+        "pg": pg_rendered(data, data.private_ip, addrs),
+        "redis": redis_rendered(data, data.private_ip),
+        "minio": minio_rendered(data, data.private_ip),
+        "pdns": pdns_rendered(data, data.private_ip, hosts, addrs),
+    }
+
+
+def placeholders(text: str) -> list[str]:
+    return re.findall(r"placeholder-[\w.-]+", text)
+
+
+def test_files_uploaded_in_clear_hold_no_secret(rendered):
+    """Files written with put() (shown by --diff) never contain a secret; only put_secret
+    files do."""
+    public = [rendered["pg"]["conf"], rendered["pg"]["hba"], rendered["pg"]["state"], rendered["pg"]["reload"],
+              rendered["redis"]["conf"], rendered["redis"]["cli"], rendered["redis"]["check"],
+              rendered["minio"]["unit"], rendered["minio"]["mc"], rendered["pdns"]["desired"],
+              rendered["pdns"]["sync"]]
+    for text in public:
+        assert placeholders(text) == []
+
+
+def test_postgres_provisioning_holds_verifiers_not_passwords(rendered):
+    sql = rendered["pg"]["provision"]
+    assert placeholders(sql) == []
+    assert sql.count("PASSWORD 'SCRAM-SHA-256$4096:") == len(derive.pg_logins(
+        rendered["data"].projects.instances, rendered["data"].secrets, 20))
+    assert "DROP" not in sql.upper()  # data is never dropped
+
+
+def test_postgres_listens_on_localhost_and_private_address(rendered):
+    conf = rendered["pg"]["conf"]
+    assert f"listen_addresses = 'localhost,{rendered['ip']}'" in conf
+    assert "password_encryption = 'scram-sha-256'" in conf and "ssl = on" in conf
+
+
+def test_pg_hba_has_no_plain_host_or_trust_lines(rendered):
+    lines = [l.split() for l in rendered["pg"]["hba"].splitlines() if l and not l.startswith("#")]
+    assert lines, "empty pg_hba"
+    assert {l[0] for l in lines} <= {"local", "hostssl"}
+    assert not any("trust" in l or "password" in l or "md5" in l for l in lines)
+    for l in lines:
+        if l[0] == "hostssl":
+            assert l[3].endswith("/32") and l[3][:-3] in rendered["addrs"]["app"]
+
+
+def test_postgres_expected_state_covers_every_login(rendered):
+    expected = rendered["pg"]["expected"]
+    logins = derive.pg_logins(rendered["data"].projects.instances, rendered["data"].secrets, 20)
+    assert len(expected) == 2 * len(logins)
+
+
+def test_redis_conf(rendered):
+    conf = rendered["redis"]["conf"].splitlines()
+    assert f"bind 127.0.0.1 -::1 {rendered['ip']}" in conf
+    for line in ("protected-mode yes", "appendonly yes", "appendfsync everysec", "aclfile /etc/redis/users.acl"):
+        assert line in conf
+    acl = rendered["redis"]["acl"].splitlines()
+    assert acl[0] == "user default reset off"
+    assert all(line.startswith("user ") for line in acl)
+    assert placeholders(rendered["redis"]["acl"]) == []  # hashes only
+
+
+def test_minio_env_and_unit(rendered):
+    env = rendered["minio"]["env"]
+    assert f"--address {rendered['ip']}:9000" in env and "--console-address 127.0.0.1:" in env
+    assert "MINIO_ROOT_PASSWORD=placeholder-minio_root_password" in env
+    unit = rendered["minio"]["unit"]
+    assert "Type=notify" in unit and "User=minio" in unit and "EnvironmentFile=/etc/default/minio" in unit
+    desired = json.loads(rendered["minio"]["desired"])
+    assert {p["bucket"] for p in desired["projects"]} == {
+        i.name for i in rendered["data"].projects.instances if "bucket" in i.needs}
+
+
+def test_pdns_conf(rendered):
+    conf = dict(line.split("=", 1) for line in rendered["pdns"]["conf"].splitlines()
+                if line and not line.startswith("#"))
+    assert conf["launch"] == "gpgsql"
+    assert conf["local-address"] == f"127.0.0.1, {rendered['ip']}"
+    assert conf["webserver-address"] == rendered["ip"]
+    assert conf["api-key"].startswith("$scrypt$ln=10,p=1,r=8$")
+    assert "placeholder" not in conf["api-key"]
+    allowed = {a.strip() for a in conf["webserver-allow-from"].split(",")}
+    assert allowed == {f"{a}/32" for a in rendered["addrs"]["app"]} | {f"{rendered['ip']}/32"}
+
+
+def test_pdns_zones_cover_every_registry_domain(rendered):
+    desired = json.loads(rendered["pdns"]["desired"])
+    names = {rr[0] for z in desired["zones"] for rr in z["rrsets"]}
+    for inst in rendered["data"].projects.instances:
+        for d in inst.domains:
+            assert d + "." in names
+    platform = rendered["data"].platform_domain
+    for short in ("ws", "api", "db"):
+        assert f"{short}.{platform}." in names
