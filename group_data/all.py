@@ -56,7 +56,7 @@ firewall_services = {
 timezone = "UTC"
 # Client tools on every host, for admins checking services from where the apps run
 # (and for the topology tests: psql, redis-cli, dig, curl from an app host).
-admin_tools = ["postgresql-client", "redis-tools", "dnsutils", "curl"]
+admin_tools = ["postgresql-client", "redis-tools", "bind9-dnsutils", "curl"]
 journald_max_use = "500M"
 journald_max_retention = "1month"
 unattended_upgrades_reboot = False
