@@ -9,7 +9,7 @@ INVENTORY := inventory/$(ENV).py
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help venv deps up down status converge bootstrap-local test test-unit test-topology \
-        ports validate secrets team plan apply ssh-config
+        ports validate secrets team plan apply ssh-config release rollback demo-image
 
 help:
 	@echo "make up            bring up the local topology and apply the deploy to it"
@@ -20,6 +20,8 @@ help:
 	@echo "make secrets ENV=  create or extend an environment's secrets"
 	@echo "make plan ENV=     dry run with diffs against an environment"
 	@echo "make apply ENV=    apply deploy.py to an environment"
+	@echo "make release APP= ENV= IMAGE= [ON=local]  zero-downtime release of one app instance"
+	@echo "make rollback APP= ENV= [ON=local]         back to the previous slot and image"
 
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
@@ -47,6 +49,7 @@ secrets: venv
 up: venv deps
 	$(PY) -m codeb.cli secrets local
 	$(PY) -m lab.topology up
+	$(PY) -m demo.build
 	lab/converge
 
 down: venv
@@ -55,12 +58,13 @@ down: venv
 status: venv
 	$(PY) -m lab.topology status
 
+# Exit 0: nothing would change; 2: drift (changes shown as diffs); 1: error.
 plan: venv
-	$(PYINFRA) -y --dry --diff $(INVENTORY) deploy.py
+	$(PY) -m codeb.run plan $(ENV)
 
 apply: venv
 	@if [ -z "$${CI:-}" ] && [ "$(ENV)" != local ]; then read -r -p "Apply deploy.py to $(ENV)? [y/N] " a; [ "$$a" = y ]; fi
-	$(PYINFRA) -y $(INVENTORY) deploy.py
+	$(PY) -m codeb.run apply $(ENV)
 
 test-unit: venv deps
 	$(PY) -m pytest -q tests/unit
@@ -69,3 +73,19 @@ test-topology: venv deps
 	molecule test --destroy never
 
 test: test-unit test-topology
+
+# Releases of one app instance (ENV is the app environment here: production, staging,
+# preview); ON names the inventory (default local).
+ON ?= local
+release: venv
+	@[ -n "$(APP)" ] && [ -n "$(IMAGE)" ] || { echo "usage: make release APP=<project> ENV=<app env> IMAGE=<ref> [ON=<inventory>]"; exit 2; }
+	$(PY) -m roles.app.release --inventory inventory/$(ON).py release $(APP) $(ENV) $(IMAGE)
+
+rollback: venv
+	@[ -n "$(APP)" ] || { echo "usage: make rollback APP=<project> ENV=<app env> [ON=<inventory>]"; exit 2; }
+	$(PY) -m roles.app.release --inventory inventory/$(ON).py rollback $(APP) $(ENV)
+
+# The demo app image (demo/), built from the harness's trixie base and pushed to the
+# topology's registry; skipped when the registry already has this build.
+demo-image: venv
+	$(PY) -m demo.build
