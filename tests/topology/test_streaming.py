@@ -1,0 +1,388 @@
+"""The streaming host on the local topology: Centrifugo behind Caddy at wss://ws.codeb.test.
+
+A real client (the official centrifuge-python SDK) on the gateway connects through Caddy
+with tokens signed by the environment's HMAC secret; publications come from an app host
+through the internal HTTP API. Secrets are read from .lab/secrets/local.yml and only ever
+travel on standard input, never on a command line; they are never printed.
+
+    .venv/bin/pytest tests/topology/test_streaming.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import shlex
+import socket
+import ssl
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from tests.topology.conftest import CA_CERT, SSH_CONFIG, addr, connect, group_data, hosts_in, lab_secrets
+
+centrifuge = pytest.importorskip("centrifuge")
+websockets = pytest.importorskip("websockets")
+
+from codeb import derive, registry  # noqa: E402
+
+DATA = group_data()
+WS_DOMAIN = derive.ws_domain(DATA["platform_domain"])
+URL = f"wss://{WS_DOMAIN}/connection/websocket"
+STREAMING = hosts_in("streaming")
+API_HOST = STREAMING[0]
+INTERNAL = DATA["centrifugo_internal_port"]
+ORIGIN = derive.origins(registry.load().instances)[0]
+FOREIGN_ORIGIN = "https://evil.example"
+LATENCY = 1.0  # seconds from the API call on the app host to the client
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def jwt(claims: dict, secret: str) -> str:
+    """An HS256 JWT, as the apps sign them with CENTRIFUGO_SECRET."""
+    head = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = _b64(json.dumps({"exp": int(time.time()) + 600, **claims}).encode())
+    sig = hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{_b64(sig)}"
+
+
+def hmac_secret() -> str:
+    return lab_secrets()["centrifugo_hmac_secret"]
+
+
+def conn_token(user: str, secret: str | None = None) -> str:
+    return jwt({"sub": user}, secret or hmac_secret())
+
+
+def sub_token(user: str, channel: str) -> str:
+    return jwt({"sub": user, "channel": channel}, hmac_secret())
+
+
+def ws_address() -> str:
+    """ws.<domain> from PowerDNS on the storage host when it answers, else the streaming host."""
+    for dns in hosts_in("storage"):
+        try:
+            out = subprocess.run(["dig", "+short", "+time=2", "+tries=1", f"@{addr(dns)}", WS_DOMAIN, "A"],
+                                 capture_output=True, text=True, timeout=10).stdout.split()
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if out:
+            return out[0]
+    return addr(API_HOST)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def resolve_ws_domain():
+    """The gateway has no resolver for the platform zone: resolve ws.<domain> as PowerDNS does."""
+    target = ws_address()
+    assert target in [addr(h) for h in STREAMING], f"{WS_DOMAIN} resolves to {target}, not a streaming host"
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        return real(target if host == WS_DOMAIN else host, *args, **kwargs)
+
+    socket.getaddrinfo = getaddrinfo
+    yield target
+    socket.getaddrinfo = real
+
+
+def tls() -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(CA_CERT))
+
+
+def client(token: str, origin: str = ORIGIN, events=None):
+    return centrifuge.Client(URL, events=events, token=token, headers={"Origin": origin}, ssl_context=tls(),
+                             proxy=None, timeout=5.0, max_reconnect_delay=1.0)
+
+
+def on_host(name: str, script: str, stdin: str = "", timeout: int = 20) -> subprocess.CompletedProcess:
+    """Run a shell script on a guest; secrets go on stdin only."""
+    return subprocess.run(["ssh", "-F", str(SSH_CONFIG), name, "bash", "-c", shlex.quote(script)],
+                          input=stdin, capture_output=True, text=True, timeout=timeout)
+
+
+def api_publish_from_app_host(channel: str, marker: str) -> subprocess.CompletedProcess:
+    """POST /api/publish from an app host; the publication carries the host's clock at sending."""
+    api = f"http://{addr(API_HOST)}:{INTERNAL}/api/publish"
+    script = (
+        'set -eu; h=$(mktemp); trap \'rm -f "$h"\' EXIT; cat > "$h"; '
+        f'body=$(printf \'{{"channel":"%s","data":{{"marker":"%s","sent":%s}}}}\' {shlex.quote(channel)} '
+        f'{shlex.quote(marker)} "$(date +%s.%N)"); '
+        f'curl -sS --fail --max-time 5 -H @"$h" -H "Content-Type: application/json" -d "$body" {api}'
+    )
+    return on_host(hosts_in("app")[0], script, stdin=f"X-API-Key: {lab_secrets()['centrifugo_api_key']}\n")
+
+
+class Recorder(centrifuge.SubscriptionEventHandler):
+    def __init__(self):
+        self.publications: asyncio.Queue = asyncio.Queue()
+        self.unsubscribed: list[int] = []
+
+    async def on_publication(self, ctx):
+        await self.publications.put((time.time(), ctx.pub.data))
+
+    async def on_unsubscribed(self, ctx):
+        self.unsubscribed.append(ctx.code)
+
+
+class ClientRecorder(centrifuge.ClientEventHandler):
+    def __init__(self):
+        self.disconnected: list[int] = []
+        self.errors: list[str] = []
+
+    async def on_disconnected(self, ctx):
+        self.disconnected.append(ctx.code)
+
+    async def on_error(self, ctx):
+        self.errors.append(repr(ctx.error))
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+# --- the acceptance path -------------------------------------------------------------------
+
+
+def test_subscribe_and_receive_api_publications_within_a_second():
+    user = f"u{uuid.uuid4().hex[:8]}"
+    ident = uuid.uuid4().hex[:12]
+    channels = {
+        f"user:#{user}": "",  # personal: user-limited, no subscription token
+        f"workspace:{ident}": "token",
+        f"project:{ident}": "token",
+        f"chat:{ident}": "token",
+    }
+
+    async def scenario():
+        c = client(conn_token(user))
+        await c.connect()
+        await c.ready(timeout=10)
+        subs = {}
+        for channel, kind in channels.items():
+            rec = Recorder()
+            sub = c.new_subscription(channel, events=rec, token=sub_token(user, channel) if kind else "")
+            await sub.subscribe()
+            await sub.ready(timeout=10)
+            subs[channel] = rec
+        latencies = {}
+        try:
+            for channel, rec in subs.items():
+                marker = uuid.uuid4().hex
+                started = time.monotonic()
+                publish = asyncio.create_task(asyncio.to_thread(api_publish_from_app_host, channel, marker))
+                received_at, data = await asyncio.wait_for(rec.publications.get(), 15)
+                proc = await publish
+                assert proc.returncode == 0, proc.stderr
+                assert data["marker"] == marker
+                # Guests share the gateway's kernel clock: `sent` is the app host's time at the API call.
+                latencies[channel] = received_at - float(data["sent"])
+                assert time.monotonic() - started < 15
+        finally:
+            await c.disconnect()
+        return latencies
+
+    latencies = run(scenario())
+    print({ch: f"{t * 1000:.0f} ms" for ch, t in latencies.items()})
+    slow = {ch: round(t, 3) for ch, t in latencies.items() if not 0 <= t < LATENCY}
+    assert not slow, f"publications slower than {LATENCY}s: {slow}"
+
+
+# --- what must be refused --------------------------------------------------------------------
+
+
+def test_foreign_origin_is_refused():
+    async def handshake(origin):
+        try:
+            async with websockets.connect(URL, ssl=tls(), origin=origin, proxy=None, open_timeout=10):
+                return 101
+        except websockets.exceptions.InvalidStatus as exc:
+            return exc.response.status_code
+
+    assert run(handshake(ORIGIN)) == 101
+    assert run(handshake(FOREIGN_ORIGIN)) == 403
+
+    async def sdk():
+        events = ClientRecorder()
+        c = client(conn_token("u-origin"), origin=FOREIGN_ORIGIN, events=events)
+        await c.connect()
+        with pytest.raises(Exception):
+            await c.ready(timeout=3)
+        state = c.state
+        await c.disconnect()
+        return state
+
+    assert run(sdk()) != centrifuge.ClientState.CONNECTED
+
+
+@pytest.mark.parametrize("token", ["none", "wrong-secret", "garbage"])
+def test_connection_without_a_valid_token_is_refused(token):
+    value = {"none": "", "wrong-secret": conn_token("u-bad", secret="not-the-secret"), "garbage": "x.y.z"}[token]
+
+    async def scenario():
+        events = ClientRecorder()
+        c = client(value, events=events)
+        await c.connect()
+        with pytest.raises(Exception):
+            await c.ready(timeout=5)
+        state = c.state
+        await c.disconnect()
+        return state, events.disconnected
+
+    state, codes = run(scenario())
+    assert state != centrifuge.ClientState.CONNECTED
+    assert codes, "the server never said why"
+
+
+def _subscribe_refused(user: str, channel: str, token: str = "") -> list[int]:
+    """Subscribe as `user`; returns the unsubscribe codes (the refusal) or fails if subscribed."""
+
+    async def scenario():
+        events = ClientRecorder()
+        c = client(conn_token(user), events=events)
+        await c.connect()
+        await c.ready(timeout=10)
+        rec = Recorder()
+        sub = c.new_subscription(channel, events=rec, token=token)
+        await sub.subscribe()
+        with pytest.raises(Exception):
+            await sub.ready(timeout=5)
+        state = sub.state
+        await c.disconnect()
+        return state, rec.unsubscribed + events.disconnected
+
+    state, codes = run(scenario())
+    assert state != centrifuge.SubscriptionState.SUBSCRIBED
+    return codes
+
+
+def test_another_users_personal_channel_is_refused():
+    assert 103 in _subscribe_refused("alice", "user:#bob")  # permission denied
+
+
+def test_a_personal_channel_for_several_users_is_refused():
+    # `user:#alice,bob` would be user-limited to both; the namespace admits one id only.
+    assert 107 in _subscribe_refused("alice", "user:#alice,bob")  # bad request
+
+
+@pytest.mark.parametrize("namespace", ["workspace", "project", "chat"])
+def test_membership_namespaces_need_a_subscription_token(namespace):
+    assert 103 in _subscribe_refused("alice", f"{namespace}:w1")
+
+
+def test_a_subscription_token_for_another_user_is_refused():
+    codes = _subscribe_refused("alice", "workspace:w1", token=sub_token("bob", "workspace:w1"))
+    assert 3500 in codes  # invalid token: the server closes the connection
+
+
+def test_undefined_namespace_is_refused_even_with_a_token():
+    assert 102 in _subscribe_refused("alice", "secret:w1", token=sub_token("alice", "secret:w1"))
+
+
+def test_channel_without_namespace_is_refused_even_with_a_token():
+    assert 107 in _subscribe_refused("alice", "news", token=sub_token("alice", "news"))
+
+
+# --- the internal port: API from app hosts, metrics from the backup host -----------------------
+
+
+def _curl_from(name: str, path: str, with_key: bool = False) -> subprocess.CompletedProcess:
+    url = f"http://{addr(API_HOST)}:{INTERNAL}{path}"
+    if with_key:
+        script = ('set -eu; h=$(mktemp); trap \'rm -f "$h"\' EXIT; cat > "$h"; '
+                  f'curl -sS --fail --max-time 4 -H @"$h" -X POST -d "{{}}" {url}')
+        return on_host(name, script, stdin=f"X-API-Key: {lab_secrets()['centrifugo_api_key']}\n")
+    return on_host(name, f"curl -sS --fail --max-time 4 {url}")
+
+
+def test_api_reachable_from_app_hosts_with_the_key():
+    for name in hosts_in("app"):
+        proc = _curl_from(name, "/api/info", with_key=True)
+        assert proc.returncode == 0, proc.stderr
+        assert "nodes" in json.loads(proc.stdout)["result"]
+        # Without the key the API answers 401.
+        assert _curl_from(name, "/api/info").returncode == 22
+
+
+def test_metrics_reachable_from_the_backup_host():
+    for name in hosts_in("backup"):
+        proc = _curl_from(name, "/metrics")
+        assert proc.returncode == 0, proc.stderr
+        assert "centrifugo_" in proc.stdout
+
+
+@pytest.mark.parametrize("path", ["/api/info", "/metrics", "/health"])
+def test_internal_port_unreachable_from_the_storage_host(path):
+    for name in hosts_in("storage"):
+        proc = _curl_from(name, path)
+        assert proc.returncode in (7, 28), (proc.returncode, proc.stderr)  # refused / timed out
+
+
+@pytest.mark.parametrize("port", [INTERNAL, DATA["centrifugo_client_port"]])
+def test_centrifugo_ports_unreachable_from_the_gateway(port):
+    for name in STREAMING:
+        with pytest.raises(OSError):
+            socket.create_connection((addr(name), port), timeout=3).close()
+
+
+def test_everything_but_the_connection_endpoint_is_404():
+    proc = subprocess.run(
+        ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", str(CA_CERT),
+         "--resolve", f"{WS_DOMAIN}:443:{ws_address()}", f"https://{WS_DOMAIN}/api/info",
+         f"https://{WS_DOMAIN}/metrics", f"https://{WS_DOMAIN}/"],
+        capture_output=True, text=True, timeout=30)
+    assert proc.stdout == "404404404", proc.stderr
+
+
+def test_security_headers_on_the_ws_site():
+    proc = subprocess.run(
+        ["curl", "-sS", "-D-", "-o", "/dev/null", "--cacert", str(CA_CERT),
+         "--resolve", f"{WS_DOMAIN}:443:{ws_address()}", f"https://{WS_DOMAIN}/connection/websocket"],
+        capture_output=True, text=True, timeout=30)
+    headers = proc.stdout.lower()
+    assert "strict-transport-security: max-age=31536000" in headers
+    assert "x-content-type-options: nosniff" in headers
+    assert "\nserver:" not in headers
+
+
+# --- the host itself ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", STREAMING)
+def test_centrifugo_service(name):
+    h = connect(name)
+    assert h.service("centrifugo").is_running
+    assert h.service("centrifugo").is_enabled
+    assert h.user("centrifugo").shell == "/usr/sbin/nologin"
+    conf = h.file("/etc/centrifugo/config.json")
+    assert (conf.user, conf.group, conf.mode) == ("root", "centrifugo", 0o640)
+    assert h.run("systemctl show centrifugo -p LimitNOFILE").stdout.strip() == \
+        f"LimitNOFILE={DATA['centrifugo_nofile']}"
+    check = h.run("runuser -u centrifugo -- /usr/local/bin/centrifugo checkconfig --strict "
+                  "--config /etc/centrifugo/config.json")
+    assert check.rc == 0, check.stderr
+    assert h.run("/usr/local/bin/centrifugo version").stdout.startswith("Centrifugo v6.9.1")
+    unit = h.file("/etc/systemd/system/centrifugo.service").content_string
+    assert "ExecStartPre=/usr/local/bin/centrifugo checkconfig --strict" in unit
+    # The client port is local to the host: only Caddy reaches it.
+    listening = h.run("ss -Hltn").stdout
+    assert f"127.0.0.1:{DATA['centrifugo_client_port']} " in listening
+    assert f"{addr(name)}:{INTERNAL} " in listening
+
+
+@pytest.mark.parametrize("name", hosts_in("app"))
+def test_no_legacy_centrifugo_on_app_hosts(name):
+    h = connect(name)
+    assert h.run("systemctl list-units --all --plain --no-legend 'centrifugo*'").stdout.strip() == ""
+    assert not h.exists("podman") or "centrifugo" not in h.run("podman ps -a --format '{{.Names}}'").stdout
