@@ -1,0 +1,310 @@
+"""Issue 3 on the running topology: the storage host's services, checked on n3 and with
+real clients from an app host (n1) and from a host that is not one (n2).
+
+Secrets come from the lab's secrets file and reach the client hosts only on stdin
+(written to a temporary 0600 file for the duration of one command), never on a
+command line. The clients (psql, redis-cli, dig, curl) are the `admin_tools` the
+common role installs.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+
+import pytest
+
+from codeb import derive, registry
+from tests.topology.conftest import SSH_CONFIG, addr, connect, group_data, hosts_in, lab_secrets
+
+DATA = group_data()
+REG = registry.load()
+STORAGE = hosts_in("storage")[0]
+APP = hosts_in("app")[0]
+OTHER = hosts_in("streaming")[0]  # not an app host
+DB_IP = addr(STORAGE)
+APP_IPS = sorted(addr(n) for n in hosts_in("app"))
+
+
+def with_need(need):
+    return [i for i in REG.instances if need in i.needs]
+
+
+def run_with_secret(name: str, secret: str, command: str, timeout: int = 60) -> subprocess.CompletedProcess:
+    """Run `command` on `name`; `$SECRET_FILE` is a 0600 file holding `secret`, given on stdin."""
+    script = ('umask 077; SECRET_FILE=$(mktemp); trap \'rm -f "$SECRET_FILE"\' EXIT; '
+              'cat > "$SECRET_FILE"; export SECRET_FILE; ' + command)
+    return subprocess.run(["ssh", "-F", str(SSH_CONFIG), name, "bash", "-c", shlex.quote(script)],
+                          input=secret, capture_output=True, text=True, timeout=timeout)
+
+
+def tcp_open(src: str, ip: str, port: int) -> bool:
+    proc = subprocess.run(["ssh", "-F", str(SSH_CONFIG), src,
+                           f"timeout 3 bash -c 'exec 3<>/dev/tcp/{ip}/{port}' && echo open || echo closed"],
+                          capture_output=True, text=True, timeout=30)
+    return proc.stdout.strip() == "open"
+
+
+# --- on the storage host ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def n3():
+    return connect(STORAGE)
+
+
+@pytest.mark.parametrize("service", [f"postgresql@{DATA['postgresql_version']}-main", "redis-server", "minio",
+                                     "pdns"])
+def test_service_enabled_and_running(n3, service):
+    s = n3.service(service)
+    assert s.is_enabled and s.is_running
+
+
+def listeners(n3, proto: str) -> dict[int, set[str]]:
+    out: dict[int, set[str]] = {}
+    for line in n3.check_output(f"ss -Hln{proto}").splitlines():
+        local = line.split()[3]
+        host, port = local.rsplit(":", 1)
+        out.setdefault(int(port), set()).add(host.strip("[]").split("%")[0])
+    return out
+
+
+def test_listening_only_on_expected_addresses(n3):
+    tcp = listeners(n3, "t")
+    loop = {"127.0.0.1", "::1"}
+    assert tcp[DATA["postgresql_port"]] == loop | {DB_IP}
+    assert tcp[DATA["redis_port"]] == loop | {DB_IP}
+    assert tcp[DATA["minio_port"]] == loop | {DB_IP}
+    assert tcp[53] == {"127.0.0.1", DB_IP}
+    assert tcp[DATA["pdns_api_port"]] == {DB_IP}
+    assert DATA["minio_console_port"] not in tcp or tcp[DATA["minio_console_port"]] <= loop
+    assert listeners(n3, "u")[53] == {"127.0.0.1", DB_IP}
+    # Nothing of ours on a wildcard address.
+    for port in (DATA["postgresql_port"], DATA["redis_port"], DATA["minio_port"], 53, DATA["pdns_api_port"]):
+        assert not tcp[port] & {"0.0.0.0", "*", "::"}
+
+
+def test_configs_pass_their_checkers(n3):
+    v = DATA["postgresql_version"]
+    n3.check_output(f"runuser -u postgres -- /usr/lib/postgresql/{v}/bin/postgres -D /var/lib/postgresql/{v}/main "
+                    f"-c config_file=/etc/postgresql/{v}/main/postgresql.conf -C listen_addresses")
+    errors = n3.check_output("runuser -u postgres -- psql -XAtc "
+                             "\"SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL\"")
+    assert errors == "0"
+    n3.check_output("codeb-redis-check /etc/redis/redis.conf")
+    n3.check_output("pdns_server --config=check")
+    assert "0 had errors" in n3.check_output("pdnsutil check-all-zones")
+    n3.check_output("systemd-analyze verify /etc/systemd/system/minio.service")
+
+
+def test_checkers_reject_broken_files(n3):
+    """The checks used before a reload are real: a broken copy is refused."""
+    script = (
+        "d=$(mktemp -d); chmod 755 $d; trap 'rm -rf $d' EXIT; "
+        "sed \"s#^aclfile .*#aclfile $d/users.acl#\" /etc/redis/redis.conf > $d/redis.conf; "
+        "echo 'user broken on nosuchrule' > $d/users.acl; chmod 644 $d/*; "
+        "if codeb-redis-check $d/redis.conf 2>/dev/null; then echo redis-accepted; fi; "
+        "mkdir $d/pdns; cp /etc/powerdns/pdns.conf $d/pdns/; echo 'no-such-setting=1' >> $d/pdns/pdns.conf; "
+        "if pdns_server --config-dir=$d/pdns --config=check 2>/dev/null; then echo pdns-accepted; fi; "
+        "echo done"
+    )
+    assert n3.check_output(script) == "done"
+
+
+def test_every_project_has_role_database_user_bucket(n3):
+    roles = set(n3.check_output("runuser -u postgres -- psql -XAtc "
+                                "\"SELECT rolname FROM pg_roles WHERE rolcanlogin\"").split())
+    dbs = set(n3.check_output("runuser -u postgres -- psql -XAtc \"SELECT datname FROM pg_database\"").split())
+    for inst in with_need("database"):
+        assert derive.db_role(inst) in roles and derive.db_name(inst) in dbs
+    acl_users = {line.split()[1] for line in n3.check_output("codeb-redis-cli ACL LIST").splitlines()}
+    assert {derive.redis_user(i) for i in with_need("redis")} <= acl_users
+    buckets = {json.loads(l)["key"].rstrip("/") for l in n3.check_output("codeb-mc --json ls platform").splitlines()}
+    assert {derive.bucket_name(i) for i in with_need("bucket")} <= buckets
+
+
+def test_public_connect_revoked_and_owner_set(n3):
+    for inst in with_need("database"):
+        row = n3.check_output("runuser -u postgres -- psql -XAtc \"SELECT pg_get_userbyid(datdba) || ' ' || "
+                              f"has_database_privilege('public', datname, 'CONNECT') FROM pg_database "
+                              f"WHERE datname = '{derive.db_name(inst)}'\"")
+        assert row == f"{derive.db_role(inst)} false"
+
+
+def test_minio_health_endpoints(n3):
+    for path in ("live", "ready"):
+        n3.check_output(f"curl -fsS -o /dev/null http://127.0.0.1:{DATA['minio_port']}/minio/health/{path}")
+
+
+def test_dns_zones_hold_exactly_the_derived_records(n3):
+    """Records that leave the registry leave DNS: nothing beyond what derive.dns_zones wants."""
+    hosts = sorted((n, addr(n)) for n in {h for g in ("app", "streaming", "storage", "backup") for h in hosts_in(g)})
+    addrs = {g: sorted(addr(n) for n in hosts_in(g)) for g in ("app", "streaming", "storage", "backup")}
+    zones = derive.dns_zones(DATA["platform_domain"], hosts, addrs, REG.instances)
+    assert set(n3.check_output("pdnsutil list-all-zones").split()) == set(zones)
+    for zone, z in zones.items():
+        have = set()
+        for line in n3.check_output(f"pdnsutil list-zone {zone}").splitlines():
+            parts = line.split()
+            if len(parts) >= 5 and parts[3] in ("A", "AAAA"):
+                have.add((parts[0] + ".", parts[3], parts[4]))
+        want = {(n, t, c) for (n, t), cs in z["rrsets"].items() for c in cs}
+        assert have == want, zone
+
+
+# --- from an app host -------------------------------------------------------------------
+
+
+def psql(inst_db: str, role: str, password: str, sslmode: str = "require"):
+    # PGPASSFILE line: host:port:database:user:password
+    return run_with_secret(
+        APP, f"{DB_IP}:{DATA['postgresql_port']}:*:{role}:{password}\n",
+        f"PGPASSFILE=$SECRET_FILE PGCONNECT_TIMEOUT=5 psql -XAt "
+        f"'host={DB_IP} port={DATA['postgresql_port']} dbname={inst_db} user={role} sslmode={sslmode}' "
+        "-c 'SELECT current_user, current_database(), ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()'")
+
+
+@pytest.mark.parametrize("inst", with_need("database"), ids=lambda i: i.name)
+def test_psql_from_app_host_reaches_own_database_over_tls(inst):
+    pw = lab_secrets()[derive.secret_db_password(inst)]
+    proc = psql(derive.db_name(inst), derive.db_role(inst), pw)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"{derive.db_role(inst)}|{derive.db_name(inst)}|t"
+
+
+def test_psql_refused_on_another_projects_database():
+    a, b = with_need("database")[:2]
+    proc = psql(derive.db_name(b), derive.db_role(a), lab_secrets()[derive.secret_db_password(a)])
+    assert proc.returncode != 0
+    assert "no pg_hba.conf entry" in proc.stderr, proc.stderr
+
+
+def test_psql_refused_without_tls_and_with_wrong_password():
+    inst = with_need("database")[0]
+    pw = lab_secrets()[derive.secret_db_password(inst)]
+    proc = psql(derive.db_name(inst), derive.db_role(inst), pw, sslmode="disable")
+    assert proc.returncode != 0 and "no encryption" in proc.stderr, proc.stderr
+    proc = psql(derive.db_name(inst), derive.db_role(inst), pw + "x")
+    assert proc.returncode != 0 and "password authentication failed" in proc.stderr, proc.stderr
+
+
+def redis_cli(user: str, password: str, *args: str):
+    cmd = " ".join(shlex.quote(a) for a in args)
+    return run_with_secret(APP, f"REDISCLI_AUTH={password}\n",
+                           f"set -a; . $SECRET_FILE; set +a; redis-cli --no-auth-warning --user {user} "
+                           f"-h {DB_IP} -p {DATA['redis_port']} {cmd}")
+
+
+def test_redis_user_limited_to_its_prefix():
+    a, b = with_need("redis")[:2]
+    user, pw = derive.redis_user(a), lab_secrets()[derive.secret_redis_password(a)]
+    prefix, other = derive.redis_prefix(a), derive.redis_prefix(b)
+    ok = redis_cli(user, pw, "SET", f"{prefix}:k", "v")
+    assert ok.stdout.strip() == "OK", ok.stdout + ok.stderr
+    assert redis_cli(user, pw, "GET", f"{prefix}:k").stdout.strip() == "v"
+    assert redis_cli(user, pw, "PUBLISH", f"{prefix}:events", "x").stdout.strip().isdigit()
+    for args in (("SET", f"{other}:k", "v"), ("GET", "nokey"), ("CONFIG", "GET", "maxmemory"),
+                 ("FLUSHALL",), ("PUBLISH", f"{other}:events", "x"), ("KEYS", "*")):
+        out = redis_cli(user, pw, *args).stdout
+        assert "NOPERM" in out, (args, out)
+    redis_cli(user, pw, "DEL", f"{prefix}:k")
+
+
+def test_redis_default_user_is_off():
+    proc = subprocess.run(["ssh", "-F", str(SSH_CONFIG), APP, f"redis-cli -h {DB_IP} PING"],
+                          capture_output=True, text=True, timeout=30)
+    assert "NOAUTH" in proc.stdout + proc.stderr
+
+
+def test_redis_centrifugo_user_has_its_own_prefix():
+    pw = lab_secrets()["redis_centrifugo_password"]
+    user = derive.CENTRIFUGO_REDIS_USER
+    assert redis_cli(user, pw, "XRANGE", "_", "0-0", "0-0").returncode == 0  # Centrifuge's startup probe
+    assert "NOPERM" not in redis_cli(user, pw, "XRANGE", "_", "0-0", "0-0").stdout
+    assert redis_cli(user, pw, "SET", "centrifugo.test", "1").stdout.strip() == "OK"
+    redis_cli(user, pw, "DEL", "centrifugo.test")
+    inst = with_need("redis")[0]
+    assert "NOPERM" in redis_cli(user, pw, "SET", f"{derive.redis_prefix(inst)}:k", "v").stdout
+    assert "NOPERM" in redis_cli(user, pw, "CONFIG", "GET", "maxmemory").stdout
+
+
+def s3(method: str, inst, path: str, data: str | None = None, secret: str | None = None):
+    key = derive.s3_access_key(inst)
+    secret = secret or lab_secrets()[derive.secret_s3_secret_key(inst)]
+    body = f"--data-binary {shlex.quote(data)}" if data is not None else ""
+    return run_with_secret(
+        APP, f'user = "{key}:{secret}"\n',
+        f"curl -sS -o /dev/stderr -w '%{{http_code}}' -K $SECRET_FILE --aws-sigv4 'aws:amz:us-east-1:s3' "
+        f"-X {method} {body} http://{DB_IP}:{DATA['minio_port']}/{path}")
+
+
+def test_s3_client_writes_and_reads_own_bucket_and_is_denied_another():
+    a, b = with_need("bucket")[:2]
+    own, other = derive.bucket_name(a), derive.bucket_name(b)
+    put = s3("PUT", a, f"{own}/topology-test.txt", "hello from n1")
+    assert put.stdout == "200", put.stderr
+    get = s3("GET", a, f"{own}/topology-test.txt")
+    assert get.stdout == "200" and get.stderr == "hello from n1"
+    assert s3("PUT", a, f"{other}/topology-test.txt", "x").stdout == "403"
+    assert s3("GET", a, f"{other}/").stdout == "403"
+    listing = s3("GET", a, "")  # MinIO lists only the buckets the key may use
+    assert listing.stdout == "200" and f"<Name>{own}</Name>" in listing.stderr
+    assert f"<Name>{other}</Name>" not in listing.stderr and listing.stderr.count("<Name>") == 1
+    assert s3("GET", a, f"{own}/topology-test.txt", secret="wrong-secret").stdout == "403"
+    assert s3("DELETE", a, f"{own}/topology-test.txt").stdout == "204"
+
+
+@pytest.mark.parametrize("name", sorted({d for i in REG.instances for d in i.domains}))
+def test_dig_answers_every_registry_domain(name):
+    proc = subprocess.run(["ssh", "-F", str(SSH_CONFIG), APP, f"dig +short +time=3 +tries=1 @{DB_IP} A {name}"],
+                          capture_output=True, text=True, timeout=30)
+    assert sorted(proc.stdout.split()) == APP_IPS, proc.stdout + proc.stderr
+
+
+def test_dig_answers_platform_names():
+    pd = DATA["platform_domain"]
+    want = {f"api.{pd}": APP_IPS, f"ws.{pd}": sorted(addr(n) for n in hosts_in("streaming")),
+            f"db.{pd}": [DB_IP], **{f"{n}.{pd}": [addr(n)] for n in ("n1", "n2", "n3", "n4")}}
+    for name, ips in want.items():
+        out = subprocess.run(["ssh", "-F", str(SSH_CONFIG), APP, f"dig +short +time=3 +tries=1 @{DB_IP} A {name}"],
+                             capture_output=True, text=True, timeout=30).stdout
+        assert sorted(out.split()) == ips, name
+
+
+def test_pdns_api_from_app_host_needs_the_key():
+    url = f"http://{DB_IP}:{DATA['pdns_api_port']}/api/v1/servers/localhost/zones"
+    ok = run_with_secret(APP, f"X-API-Key: {lab_secrets()['pdns_api_key']}\n",
+                         f"curl -sS -o /dev/null -w '%{{http_code}}' -H @$SECRET_FILE {url}")
+    assert ok.stdout == "200", ok.stderr
+    bad = run_with_secret(APP, "X-API-Key: wrong\n", f"curl -sS -o /dev/null -w '%{{http_code}}' -H @$SECRET_FILE {url}")
+    assert bad.stdout == "401"
+
+
+# --- reachability -----------------------------------------------------------------------
+
+PRIVATE_PORTS = {"postgresql": DATA["postgresql_port"], "redis": DATA["redis_port"], "minio": DATA["minio_port"],
+                 "pdns-api": DATA["pdns_api_port"]}
+
+
+@pytest.mark.parametrize("service", sorted(PRIVATE_PORTS))
+def test_reachable_from_app_host(service):
+    assert tcp_open(APP, DB_IP, PRIVATE_PORTS[service])
+
+
+@pytest.mark.parametrize("service", sorted(PRIVATE_PORTS))
+def test_non_app_host_reaches_only_what_the_firewall_table_allows(service):
+    """From n2 (streaming, not an app host) PostgreSQL, MinIO and the PowerDNS API are
+    unreachable. Redis is the exception firewall_services makes on purpose (Centrifugo's
+    engine when scaled out): reachable, and then only the ACL users' passwords help."""
+    allowed = OTHER_GROUP in DATA["firewall_services"][service]["from"]
+    assert service != "redis" or allowed
+    assert tcp_open(OTHER, DB_IP, PRIVATE_PORTS[service]) is allowed
+
+
+OTHER_GROUP = "streaming"
+
+
+def test_dns_port_open_to_everyone():
+    assert tcp_open(OTHER, DB_IP, 53)
+    assert tcp_open(APP, DB_IP, 53)
