@@ -67,6 +67,7 @@ apply: venv
 	$(PY) -m codeb.run apply $(ENV)
 
 test-unit: venv deps
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q tests/unit
 
 test-topology: venv deps
