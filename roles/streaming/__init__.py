@@ -136,8 +136,12 @@ class LegacyCentrifugo(FactBase):
 
     def command(self):
         return (
+            # Loaded or running units (not the `not-found inactive` ghosts systemd lists for a
+            # while after a unit file is gone), and enabled unit files not loaded yet.
             "systemctl list-units --all --plain --no-legend 'centrifugo*' 2>/dev/null"
-            " | awk '{print \"unit \" $1}'; "
+            " | awk '!($2 == \"not-found\" && $3 == \"inactive\") {print \"unit \" $1}'; "
+            "systemctl list-unit-files --no-legend 'centrifugo*' 2>/dev/null"
+            " | awk '$2 ~ /^(enabled|enabled-runtime|linked|linked-runtime)$/ {print \"unit \" $1}'; "
             "for f in /etc/systemd/system/centrifugo*.service /etc/containers/systemd/centrifugo*.container; do"
             " [ -e \"$f\" ] && echo \"file $f\"; done; "
             "if command -v podman >/dev/null; then"

@@ -383,6 +383,8 @@ def test_centrifugo_service(name):
 
 @pytest.mark.parametrize("name", hosts_in("app"))
 def test_no_legacy_centrifugo_on_app_hosts(name):
-    h = connect(name)
-    assert h.run("systemctl list-units --all --plain --no-legend 'centrifugo*'").stdout.strip() == ""
-    assert not h.exists("podman") or "centrifugo" not in h.run("podman ps -a --format '{{.Names}}'").stdout
+    from roles.streaming import LegacyCentrifugo
+
+    fact = LegacyCentrifugo()
+    found = fact.process(connect(name).run(fact.command()).stdout.splitlines())
+    assert found == {"unit": [], "file": [], "container": []}
