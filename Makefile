@@ -8,7 +8,7 @@ PYINFRA := $(VENV)/bin/pyinfra
 INVENTORY := inventory/$(ENV).py
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv deps up down status converge bootstrap-local test test-unit test-topology \
+.PHONY: help venv deps up down status bootstrap health test test-unit test-topology \
         ports validate secrets team plan apply ssh-config release rollback demo-image
 
 help:
@@ -65,6 +65,18 @@ plan: venv
 apply: venv
 	@if [ -z "$${CI:-}" ] && [ "$(ENV)" != local ]; then read -r -p "Apply deploy.py to $(ENV)? [y/N] " a; [ "$$a" = y ]; fi
 	$(PY) -m codeb.run apply $(ENV)
+
+# From freshly installed Debian 13 hosts reachable as root with a key: the deploy
+# account, hardened SSH, missing secrets, the whole deploy, then the checks.
+bootstrap: venv
+	$(PY) -m codeb.cli secrets $(ENV)
+	@if [ "$(ENV)" = local ]; then $(MAKE) --no-print-directory deps && $(PY) -m lab.topology up; fi
+	$(PY) -m codeb.run bootstrap $(ENV)
+	$(PY) -m codeb.health $(ENV)
+	@if [ "$(ENV)" = local ]; then $(PY) -m pytest -q tests/topology; else $(PY) -m codeb.run plan $(ENV); fi
+
+health: venv
+	$(PY) -m codeb.health $(ENV)
 
 test-unit: venv deps
 	$(VENV)/bin/ruff check .

@@ -164,3 +164,17 @@ app_start_timeout = 120
 app_lb_health_interval = "2s"
 # Seconds between switching Caddy to the new slot and stopping the old one.
 app_drain_seconds = 5
+
+# `make health ENV=<env>`: what each host checks on itself (codeb/health.py).
+# App hosts also check every registry instance's /api/health on its slot ports.
+health_checks = {
+    "all": {"units": ["ssh", "nftables", "prometheus-node-exporter"]},
+    "storage": {
+        "units": ["postgresql@17-main", "redis-server", "minio", "pdns"],
+        "http": {"minio live": "http://127.0.0.1:9000/minio/health/live",
+                 "minio ready": "http://127.0.0.1:9000/minio/health/ready"},
+    },
+    "streaming": {"units": ["centrifugo", "caddy"]},
+    "app": {"units": ["caddy"]},
+    "backup": {"units": []},
+}

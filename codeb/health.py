@@ -1,0 +1,83 @@
+"""Every service's health in one table: `make health ENV=<env>`.
+
+What to check per host group is data (`health_checks` in group_data/all.py):
+systemd units that must be active, and HTTP endpoints each host probes on
+itself. Exit code 0 only when every row is ok.
+"""
+
+from __future__ import annotations
+
+import runpy
+import shlex
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from . import registry
+from .run import GROUPS, REPO
+
+
+def host_groups(env: str) -> dict[str, tuple[dict, list[str]]]:
+    sys.path.insert(0, str(REPO))
+    inv = runpy.run_path(str(REPO / "inventory" / f"{env}.py"))
+    hosts: dict[str, tuple[dict, list[str]]] = {}
+    for group in GROUPS:
+        for name, data in inv.get(group, []):
+            hosts.setdefault(name, (data, []))[1].append(group)
+    return hosts
+
+
+def checks_for(groups: list[str], table: dict) -> list[tuple[str, str]]:
+    """(label, shell check) for a host in these groups; each check prints nothing and exits 0 when ok."""
+    out = []
+    for group in ["all", *groups]:
+        spec = table.get(group, {})
+        for unit in spec.get("units", []):
+            out.append((unit, f"systemctl is-active --quiet {shlex.quote(unit)}"))
+        for label, url in spec.get("http", {}).items():
+            out.append((label, f"curl -fsS -o /dev/null -m 5 {shlex.quote(url)}"))
+    if "app" in groups:
+        for inst in registry.load().instances:
+            ports = list(inst.slot_ports.values())
+            urls = " || ".join(f"curl -fsS -o /dev/null -m 5 http://127.0.0.1:{p}/api/health" for p in ports)
+            out.append((f"{inst.name} /api/health", f"( {urls} )"))
+    return out
+
+
+def probe(name: str, data: dict, checks: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    script = "\n".join(f"if {cmd} >/dev/null 2>&1; then echo 'ok {label}'; else echo 'FAIL {label}'; fi"
+                       for label, cmd in checks)
+    ssh = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "StrictHostKeyChecking=no",
+           "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
+    if data.get("ssh_key"):
+        ssh += ["-i", str(REPO / data["ssh_key"]), "-o", "IdentitiesOnly=yes"]
+    ssh += [f"{data.get('ssh_user', 'deploy')}@{data['ssh_hostname']}", "sudo -n sh -s"]
+    proc = subprocess.run(ssh, input=script, capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0 and not proc.stdout:
+        return [(name, "ssh", "FAIL")]
+    rows = []
+    for line in proc.stdout.splitlines():
+        status, _, label = line.partition(" ")
+        rows.append((name, label, status))
+    return rows
+
+
+def main(env: str) -> int:
+    table = runpy.run_path(str(REPO / "group_data" / "all.py"))["health_checks"]
+    hosts = host_groups(env)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(lambda item: probe(item[0], item[1][0], checks_for(item[1][1], table)),
+                                hosts.items()))
+    rows = [row for host_rows in results for row in host_rows]
+    width = max(len(r[1]) for r in rows)
+    print(f"{'HOST':6} {'CHECK':{width}} STATUS")
+    for host, label, status in rows:
+        print(f"{host:6} {label:{width}} {status}")
+    failed = [r for r in rows if r[2] != "ok"]
+    print(f"{len(rows) - len(failed)}/{len(rows)} ok")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "local"))
