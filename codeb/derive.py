@@ -477,9 +477,7 @@ def app_env(
             "S3_FORCE_PATH_STYLE": "true",
         })
     if "realtime" in inst.needs:
-        env.update(centrifugo_urls(platform_domain, streaming_addr, centrifugo_internal_port))
-        env["CENTRIFUGO_API_KEY"] = secrets["centrifugo_api_key"]
-        env["CENTRIFUGO_SECRET"] = secrets["centrifugo_hmac_secret"]
+        env.update(centrifugo_app_env(platform_domain, [streaming_addr], centrifugo_internal_port, secrets))
     return env
 
 
