@@ -308,3 +308,100 @@ OTHER_GROUP = "streaming"
 def test_dns_port_open_to_everyone():
     assert tcp_open(OTHER, DB_IP, 53)
     assert tcp_open(APP, DB_IP, 53)
+
+
+# --- the registry drives it: add a project, re-apply, remove it ----------------------------
+
+REPO = SSH_CONFIG.parents[2]
+EXTRA = {
+    "description": "Temporary project of the storage topology test",
+    "image": "ghcr.io/codeb-kr/storetest",
+    "needs": {"database": True, "redis": True, "bucket": True, "realtime": False},
+    "environments": {"production": {"port": 4490, "domains": ["storetest.net", "www.storetest.net"],
+                                    "tag": "1.0.0"}},
+}
+
+
+def apply_storage(env: dict) -> tuple[int, int, str]:
+    """pyinfra deploy.py on the storage host only; (exit code, changes, output)."""
+    import re
+
+    proc = subprocess.run([str(REPO / ".venv" / "bin" / "pyinfra"), "-y", "inventory/local.py", "deploy.py",
+                           "--limit", STORAGE], cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    out = proc.stdout + proc.stderr  # pyinfra logs (its results table too) go to stderr
+    m = re.search(r"^\s*Grand total\s+(\S+)\s+(\S+)", out, re.M)
+    changes = 0 if m and m.group(2) == "-" else int(m.group(2)) if m else -1
+    return proc.returncode, changes, out[-5000:]
+
+
+@pytest.fixture(scope="module")
+def extra_project(tmp_path_factory):
+    """Apply a registry with one more project; afterwards re-apply the real registry."""
+    import os
+
+    import yaml
+
+    doc = yaml.safe_load((REPO / "group_data" / "projects.yml").read_text())
+    doc["projects"]["storetest"] = EXTRA
+    path = tmp_path_factory.mktemp("registry") / "projects.yml"
+    path.write_text(yaml.safe_dump(doc))
+    env = dict(os.environ, CODEB_REGISTRY_FILE=str(path))
+    subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-m", "codeb.cli", "secrets", "local"], cwd=REPO,
+                   env=env, check=True, capture_output=True)
+    lab_secrets.cache_clear()
+    reg = registry.load(path)
+    inst = next(i for i in reg.instances if i.project == "storetest")
+    first = apply_storage(env)
+    second = apply_storage(env)
+    state = {"inst": inst, "first": first, "second": second, "removed": None}
+    try:
+        yield state
+    finally:
+        if state["removed"] is None:
+            apply_storage(dict(os.environ))
+
+
+def check_access(inst) -> dict[str, str]:
+    secrets = lab_secrets()
+    pg = psql(derive.db_name(inst), derive.db_role(inst), secrets[derive.secret_db_password(inst)])
+    rd = redis_cli(derive.redis_user(inst), secrets[derive.secret_redis_password(inst)],
+                   "SET", f"{derive.redis_prefix(inst)}:k", "v")
+    s = s3("PUT", inst, f"{derive.bucket_name(inst)}/probe.txt", "probe")
+    dns = subprocess.run(["ssh", "-F", str(SSH_CONFIG), APP, f"dig +short +time=3 +tries=1 @{DB_IP} A "
+                          f"{inst.domains[0]}"], capture_output=True, text=True, timeout=30).stdout
+    return {"psql": pg.stdout.strip() or pg.stderr.strip(), "redis": rd.stdout.strip(), "s3": s.stdout,
+            "dns": dns.strip()}
+
+
+def test_added_project_gets_everything_and_second_apply_changes_nothing(extra_project):
+    inst = extra_project["inst"]
+    rc, changes, out = extra_project["first"]
+    assert rc == 0 and changes > 0, out
+    rc, changes, out = extra_project["second"]
+    assert rc == 0 and changes == 0, out
+    access = check_access(inst)
+    assert access["psql"] == f"{derive.db_role(inst)}|{derive.db_name(inst)}|t", access
+    assert access["redis"] == "OK", access
+    assert access["s3"] == "200", access
+    assert access["dns"].split() == APP_IPS, access
+
+
+def test_removed_project_loses_access_but_keeps_data(extra_project, n3):
+    import os
+
+    inst = extra_project["inst"]
+    rc, changes, out = apply_storage(dict(os.environ))
+    extra_project["removed"] = (rc, changes)
+    assert rc == 0 and changes > 0, out
+    access = check_access(inst)
+    assert "no pg_hba.conf entry" in access["psql"], access
+    assert "WRONGPASS" in access["redis"] or "NOAUTH" in access["redis"], access
+    assert access["s3"] == "403", access
+    assert access["dns"] == "", access
+    # Data kept: the database (role without LOGIN) and the bucket remain.
+    assert n3.check_output("runuser -u postgres -- psql -XAtc \"SELECT rolcanlogin FROM pg_roles "
+                           f"WHERE rolname = '{derive.db_role(inst)}'\"") == "f"
+    assert n3.check_output("runuser -u postgres -- psql -XAtc \"SELECT count(*) FROM pg_database "
+                           f"WHERE datname = '{derive.db_name(inst)}'\"") == "1"
+    assert n3.check_output(f"codeb-mc ls platform/{derive.bucket_name(inst)}/probe.txt >/dev/null && echo kept") \
+        == "kept"
