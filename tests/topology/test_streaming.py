@@ -217,7 +217,7 @@ def test_foreign_origin_is_refused():
         events = ClientRecorder()
         c = client(conn_token("u-origin"), origin=FOREIGN_ORIGIN, events=events)
         await c.connect()
-        with pytest.raises(Exception):
+        with pytest.raises(centrifuge.CentrifugeError):
             await c.ready(timeout=3)
         state = c.state
         await c.disconnect()
@@ -234,7 +234,7 @@ def test_connection_without_a_valid_token_is_refused(token):
         events = ClientRecorder()
         c = client(value, events=events)
         await c.connect()
-        with pytest.raises(Exception):
+        with pytest.raises(centrifuge.CentrifugeError):
             await c.ready(timeout=5)
         state = c.state
         await c.disconnect()
@@ -256,7 +256,7 @@ def _subscribe_refused(user: str, channel: str, token: str = "") -> list[int]:
         rec = Recorder()
         sub = c.new_subscription(channel, events=rec, token=token)
         await sub.subscribe()
-        with pytest.raises(Exception):
+        with pytest.raises(centrifuge.CentrifugeError):
             await sub.ready(timeout=5)
         state = sub.state
         await c.disconnect()
