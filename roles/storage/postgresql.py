@@ -49,10 +49,10 @@ def rendered(data, private_ip: str, addrs) -> dict:
 def expected_state(logins: list[dict]) -> list[str]:
     """The lines pg-state.sql prints once provision.sql has been applied."""
     out = []
-    for l in logins:
-        pw = hashlib.sha256(l["verifier"].encode()).hexdigest()
-        out.append(f"role {l['role']} login=true limit={l['connection_limit']} super=false pw={pw}")
-        out.append(f"database {l['database']} owner={l['role']} acl={{{l['role']}=CTc/{l['role']}}}")
+    for ln in logins:
+        pw = hashlib.sha256(ln["verifier"].encode()).hexdigest()
+        out.append(f"role {ln['role']} login=true limit={ln['connection_limit']} super=false pw={pw}")
+        out.append(f"database {ln['database']} owner={ln['role']} acl={{{ln['role']}=CTc/{ln['role']}}}")
     return out
 
 

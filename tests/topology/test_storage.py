@@ -120,7 +120,7 @@ def test_every_project_has_role_database_user_bucket(n3):
         assert derive.db_role(inst) in roles and derive.db_name(inst) in dbs
     acl_users = {line.split()[1] for line in n3.check_output("codeb-redis-cli ACL LIST").splitlines()}
     assert {derive.redis_user(i) for i in with_need("redis")} <= acl_users
-    buckets = {json.loads(l)["key"].rstrip("/") for l in n3.check_output("codeb-mc --json ls platform").splitlines()}
+    buckets = {json.loads(ln)["key"].rstrip("/") for ln in n3.check_output("codeb-mc --json ls platform").splitlines()}
     assert {derive.bucket_name(i) for i in with_need("bucket")} <= buckets
 
 

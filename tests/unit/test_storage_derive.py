@@ -39,7 +39,7 @@ def test_scram_verifier_matches_the_rfc_7677_exchange():
     ).encode()
     proof = base64.b64decode("dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
     client_signature = hmac.new(stored_key, auth_message, hashlib.sha256).digest()
-    client_key = bytes(a ^ b for a, b in zip(proof, client_signature))
+    client_key = bytes(a ^ b for a, b in zip(proof, client_signature, strict=True))
     assert hashlib.sha256(client_key).digest() == stored_key
     server_signature = hmac.new(server_key, auth_message, hashlib.sha256).digest()
     assert base64.b64encode(server_signature).decode() == "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
@@ -56,10 +56,10 @@ def test_role_verifiers_are_stable_and_follow_the_password():
 
 def test_pg_logins_cover_every_database_project_and_powerdns():
     logins = derive.pg_logins(REG.instances, SECRETS, 20)
-    roles = {l["role"] for l in logins}
+    roles = {ln["role"] for ln in logins}
     assert roles == {derive.db_role(i) for i in REG.instances if "database" in i.needs} | {derive.PDNS_DB}
-    assert all(l["role"] == l["database"] or l["role"] == derive.PDNS_DB for l in logins)
-    assert all(l["connection_limit"] == 20 for l in logins)
+    assert all(ln["role"] == ln["database"] or ln["role"] == derive.PDNS_DB for ln in logins)
+    assert all(ln["connection_limit"] == 20 for ln in logins)
 
 
 def test_pg_hba_allows_each_project_only_its_database_from_its_app_hosts_over_tls():

@@ -70,13 +70,13 @@ def test_postgres_listens_on_localhost_and_private_address(rendered):
 
 
 def test_pg_hba_has_no_plain_host_or_trust_lines(rendered):
-    lines = [l.split() for l in rendered["pg"]["hba"].splitlines() if l and not l.startswith("#")]
+    lines = [ln.split() for ln in rendered["pg"]["hba"].splitlines() if ln and not ln.startswith("#")]
     assert lines, "empty pg_hba"
-    assert {l[0] for l in lines} <= {"local", "hostssl"}
-    assert not any("trust" in l or "password" in l or "md5" in l for l in lines)
-    for l in lines:
-        if l[0] == "hostssl":
-            assert l[3].endswith("/32") and l[3][:-3] in rendered["addrs"]["app"]
+    assert {ln[0] for ln in lines} <= {"local", "hostssl"}
+    assert not any("trust" in ln or "password" in ln or "md5" in ln for ln in lines)
+    for ln in lines:
+        if ln[0] == "hostssl":
+            assert ln[3].endswith("/32") and ln[3][:-3] in rendered["addrs"]["app"]
 
 
 def test_postgres_expected_state_covers_every_login(rendered):
