@@ -65,6 +65,10 @@ PLATFORM_SECRETS = (
     "minio_root_password",
     "pdns_api_key",
     "pdns_db_password",
+    # Backup issue: restic repositories (file backups on the backup host) and their
+    # REST server logins; each host receives only the values derived for it.
+    "restic_repo_password",
+    "restic_server_password",
 )
 
 
@@ -641,3 +645,206 @@ def centrifugo_app_env(platform_domain: str, streaming_addrs: Iterable[str], int
         "CENTRIFUGO_API_KEY": secrets["centrifugo_api_key"],
         "CENTRIFUGO_SECRET": secrets["centrifugo_hmac_secret"],
     }
+
+
+# --- backup host: pgBackRest, file backups, monitoring ------------------------------------
+
+PGBACKREST_CONF = "/etc/pgbackrest/pgbackrest.conf"
+PGBACKREST_TLS_DIR = "/etc/pgbackrest/tls"
+
+
+def pgbackrest_archive_command(stanza: str) -> str:
+    """PostgreSQL's archive_command: pgBackRest pushes each WAL segment (asynchronously,
+    in batches, through its spool) to the repository host."""
+    return f"pgbackrest --stanza={stanza} archive-push %p"
+
+
+def pgbackrest_tls_auth(client_cns: Iterable[str], stanza: str) -> list[str]:
+    """tls-server-auth values: which client certificate (by CN) may use which stanza."""
+    return [f"{cn}={stanza}" for cn in sorted(set(client_cns))]
+
+
+def tls_names(short: str, platform_domain: str) -> list[str]:
+    """DNS names in a host's certificate (pgBackRest verifies DNS names, not IP addresses);
+    the first is the CN. Both resolve through /etc/hosts (roles/common)."""
+    return [fqdn(short, platform_domain), short]
+
+
+def pgbackrest_repo_host(backup_hosts: Iterable[str]) -> str:
+    """The repository host the database hosts push WAL to: the first backup host."""
+    hosts = sorted(backup_hosts)
+    if not hosts:
+        raise ValueError("pgbackrest: the backup group has no host")
+    return hosts[0]
+
+
+def pgbackrest_conf(role: str, *, stanza: str, private_ip: str, tls_port: int, peer_names: list[str],
+                    pg_path: str, pg_port: int, settings: Mapping[str, object],
+                    tls_dir: str = PGBACKREST_TLS_DIR) -> dict[str, dict[str, str]]:
+    """pgbackrest.conf as {section: {option: value}} for a database host (`role="pg"`,
+    peer_names = [repository host name]) or the repository host (`role="repo"`,
+    peer_names = database host names). TLS both ways: each host runs `pgbackrest server`
+    on its private address and accepts only the peer certificates' CNs for the stanza."""
+    tls = {"ca-file": f"{tls_dir}/ca.crt", "cert-file": f"{tls_dir}/host.crt", "key-file": f"{tls_dir}/host.key"}
+    glob: dict[str, str] = {
+        "log-level-console": "info",
+        "log-level-file": "detail",
+        "log-path": "/var/log/pgbackrest",
+        "compress-type": str(settings.get("compress_type", "zst")),
+        "compress-level": str(settings.get("compress_level", 3)),
+        "process-max": str(settings.get("process_max", 2)),
+        "tls-server-address": private_ip,
+        "tls-server-port": str(tls_port),
+        **{f"tls-server-{k}": v for k, v in tls.items()},
+    }
+    stanza_opts: dict[str, str] = {}
+    if role == "pg":
+        repo = pgbackrest_repo_host(peer_names)
+        glob.update({
+            "archive-async": "y",
+            "spool-path": "/var/spool/pgbackrest",
+            # If the repository is unreachable this long, WAL is dropped rather than filling
+            # the database disk (PITR then needs a new full backup): data, see all.py.
+            "archive-push-queue-max": str(settings.get("archive_push_queue_max", "4GiB")),
+            "repo1-host": repo,
+            "repo1-host-type": "tls",
+            "repo1-host-port": str(tls_port),
+            **{f"repo1-host-{k}": v for k, v in tls.items()},
+            "tls-server-auth": ",".join(pgbackrest_tls_auth([repo], stanza)),
+        })
+        stanza_opts = {"pg1-path": pg_path, "pg1-port": str(pg_port), "pg1-socket-path": "/var/run/postgresql"}
+    elif role == "repo":
+        glob.update({
+            "repo1-path": str(settings["repo_path"]),
+            "repo1-retention-full-type": "count",
+            "repo1-retention-full": str(settings["retention_full"]),
+            "repo1-bundle": "y",
+            "repo1-block": "y",
+            "start-fast": "y",
+            "archive-timeout": str(settings.get("archive_check_timeout", 120)),
+            "tls-server-auth": ",".join(pgbackrest_tls_auth(peer_names, stanza)),
+        })
+        for i, name in enumerate(sorted(peer_names), start=1):
+            stanza_opts.update({
+                f"pg{i}-host": name, f"pg{i}-host-type": "tls", f"pg{i}-host-port": str(tls_port),
+                **{f"pg{i}-host-{k}": v for k, v in tls.items()},
+                f"pg{i}-path": pg_path, f"pg{i}-port": str(pg_port),
+            })
+    else:
+        raise ValueError(f"pgbackrest: unknown role {role!r}")
+    return {"global": glob, stanza: stanza_opts}
+
+
+def ini_text(sections: Mapping[str, Mapping[str, str]]) -> str:
+    out = []
+    for name, opts in sections.items():
+        out.append(f"[{name}]")
+        out.extend(f"{k}={v}" for k, v in opts.items())
+        out.append("")
+    return "\n".join(out)
+
+
+def host_secret(master: str, purpose: str, host: str) -> str:
+    """A per-host value derived from a platform secret (HMAC-SHA-256, 40 alphanumerics): a
+    host receives only its own, the backup host can recompute all of them."""
+    import hashlib
+    import hmac
+    import string
+
+    alphabet = string.ascii_letters + string.digits
+    digest = hmac.new(master.encode(), f"codeb:{purpose}:{host}".encode(), hashlib.sha512).digest()
+    return "".join(alphabet[b % len(alphabet)] for b in digest[:40])
+
+
+def restic_repo_password(secrets: Mapping[str, str], host: str) -> str:
+    return host_secret(secrets["restic_repo_password"], "restic-repo", host)
+
+
+def restic_server_password(secrets: Mapping[str, str], host: str) -> str:
+    return host_secret(secrets["restic_server_password"], "restic-rest", host)
+
+
+def bcrypt_htpasswd(user: str, password: str, cost: int = 10) -> str:
+    """`user:$2b$...` with a salt derived from the password, so the file renders identically
+    on every apply (rest-server accepts bcrypt and {SHA} entries)."""
+    import base64
+
+    import bcrypt
+
+    raw = derived_salt(password, f"htpasswd:{user}", 16)
+    # bcrypt's own base64 alphabet for the 22-character salt.
+    std = base64.b64encode(raw).decode().rstrip("=")[:22]
+    table = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+                          "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+    salt = f"$2b${cost:02d}${std.translate(table)}"
+    # The last salt character carries 2 unused bits: normalise to what bcrypt keeps.
+    salt = salt[:-1] + "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"[
+        "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789".index(salt[-1]) & 0x30]
+    return f"{user}:{bcrypt.hashpw(password.encode(), salt.encode()).decode()}"
+
+
+def restic_htpasswd(secrets: Mapping[str, str], hosts: Iterable[str]) -> str:
+    """rest-server logins: one per client host (its repository is /<host>/: --private-repos)."""
+    return "".join(bcrypt_htpasswd(h, restic_server_password(secrets, h)) + "\n" for h in sorted(set(hosts)))
+
+
+def file_backup_paths(host_groups: Iterable[str], spec: Mapping[str, Iterable[str]]) -> list[str]:
+    """What a host's weekly file backup covers: `all` plus the entries of its groups."""
+    groups = set(host_groups) | {"all"}
+    return sorted({p for g, paths in spec.items() if g in groups for p in paths})
+
+
+def restic_repository(host: str, backup_host: str, port: int, local: bool, repo_root: str) -> str:
+    """A client pushes to rest-server on the backup host (HTTPS, its own /<host>/ path);
+    the backup host writes its own repository locally."""
+    if local:
+        return f"{repo_root}/{host}"
+    return f"rest:https://{backup_host}:{port}/{host}/"
+
+
+def minio_prometheus_token(access_key: str, secret_key: str, expires: int = 4102444800) -> str:
+    """What `mc admin prometheus generate` makes: a JWT (HS512, issuer `prometheus`, subject
+    the access key) signed with its secret key; MinIO accepts it as a bearer token for the
+    metrics endpoints only. Fixed expiry (2100-01-01) so it renders identically."""
+    import base64
+    import hashlib
+    import hmac
+    import json
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+    header = b64(json.dumps({"alg": "HS512", "typ": "JWT"}, separators=(",", ":")).encode())
+    claims = b64(json.dumps({"exp": expires, "iss": "prometheus", "sub": access_key},
+                            separators=(",", ":")).encode())
+    signing = f"{header}.{claims}".encode()
+    return f"{header}.{claims}.{b64(hmac.new(secret_key.encode(), signing, hashlib.sha512).digest())}"
+
+
+def prometheus_scrape_configs(hosts: Iterable[tuple[str, str]], group_addrs: Mapping[str, list[str]], *,
+                              node_port: int, centrifugo_port: int, minio_port: int,
+                              minio_token_file: str) -> list[dict]:
+    """Prometheus scrape jobs: node-exporter on every host (labelled by host name),
+    Centrifugo on the streaming hosts, MinIO's cluster metrics on the storage hosts."""
+    hosts = sorted(hosts)
+    by_addr = {a: n for n, a in hosts}
+
+    def targets(addrs, port):
+        return [{"targets": [f"{a}:{port}"], "labels": {"host": by_addr.get(a, a)}} for a in sorted(addrs)]
+
+    return [
+        {"job_name": "node", "static_configs": targets([a for _, a in hosts], node_port)},
+        {"job_name": "centrifugo", "metrics_path": "/metrics",
+         "static_configs": targets(group_addrs.get("streaming", []), centrifugo_port)},
+        {"job_name": "minio", "metrics_path": "/minio/v2/metrics/cluster",
+         "authorization": {"type": "Bearer", "credentials_file": minio_token_file},
+         "static_configs": targets(group_addrs.get("storage", []), minio_port)},
+    ]
+
+
+def duration_seconds(value: str) -> int:
+    """'26h', '5m', '90s', '7d' -> seconds (the data's spelling of alert thresholds)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if not value or value[-1] not in units or not value[:-1].isdigit():
+        raise ValueError(f"duration {value!r}: expected <n>s, <n>m, <n>h or <n>d")
+    return int(value[:-1]) * units[value[-1]]

@@ -50,6 +50,14 @@ firewall_services = {
     # Client port between streaming hosts: only used (listened on the private address) when
     # the group has several hosts and Caddy balances over all of them.
     "centrifugo-client": {"port": 8000, "on": "streaming", "from": ["streaming"]},
+    # Backup host (roles/backup). pgBackRest talks TLS both ways (mutual certificates):
+    # the repository host reaches the database host's `pgbackrest server` (backups), the
+    # database host reaches the repository host's (WAL archive-push). File backups push
+    # to rest-server (append-only) on the backup host. Prometheus: admins only.
+    "pgbackrest-db": {"port": 8432, "on": "storage", "from": ["backup"]},
+    "pgbackrest-repo": {"port": 8432, "on": "backup", "from": ["storage"]},
+    "file-backup": {"port": 8443, "on": "backup", "from": ["app", "streaming", "storage"]},
+    "prometheus": {"port": 9090, "on": "backup", "from": ["@admin"]},
 }
 
 # Baseline
@@ -178,3 +186,45 @@ health_checks = {
     "app": {"units": ["caddy"]},
     "backup": {"units": []},
 }
+
+# Backup host (roles/backup): pgBackRest repository, file backups, restore drill, Prometheus.
+pgbackrest_stanza = "main"
+pgbackrest_tls_port = 8432
+pgbackrest = {
+    "repo_path": "/var/lib/pgbackrest",
+    "retention_full": 7,  # daily full backups kept: a week of point-in-time recovery
+    "compress_type": "zst",
+    "compress_level": 3,
+    "process_max": 2,
+    "archive_push_queue_max": "4GiB",  # WAL dropped (not the database) if n4 is away that long
+}
+# Seconds after which PostgreSQL switches WAL segments when there was activity: the RPO.
+postgresql_archive_timeout = 60
+# systemd OnCalendar expressions (systemd.time(7)), host time zone (UTC).
+backup_schedule = {
+    "full": ["*-*-* 03:00:00"],
+    "incr": ["*-*-* 09,15,21:00:00"],
+    "verify": ["Sun *-*-* 05:00:00"],
+    "drill": ["Sun *-*-* 06:00:00"],
+    "files": ["Sun *-*-* 04:00:00"],
+    "files_prune": ["Sun *-*-* 12:00:00"],
+}
+# The backup CA issuing the pgBackRest and rest-server certificates: None creates a
+# dedicated CA on the control node (codeb/pki.py); environments may name one.
+backup_ca = None
+# Weekly file backups (restic to rest-server on the backup host): paths by host group.
+file_backup_paths = {
+    "all": ["/etc"],
+    "storage": ["/var/lib/minio/data"],
+    "app": ["/var/lib/caddy", "/var/lib/containers/storage/volumes"],
+    "streaming": ["/var/lib/caddy"],
+}
+file_backup_port = 8443
+file_backup_repo_path = "/srv/restic"
+file_backup_retention = {"keep_weekly": 8, "keep_monthly": 6}
+restore_drill_port = 5439
+node_exporter_textfile_dir = "/var/lib/prometheus/node-exporter"
+prometheus_port = 9090
+prometheus_retention = "30d"
+backup_alerts = {"backup_max_age": "26h", "wal_max_age": "5m", "file_backup_max_age": "8d",
+                 "drill_max_age": "8d", "host_down_for": "2m"}

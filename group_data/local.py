@@ -35,3 +35,8 @@ podman_containers_conf = {
     "network": {"firewall_driver": "nftables"},
 }
 podman_run_args = ["--cgroups=disabled"]
+
+# Backups: the harness's root CA issues the backup certificates; a short archive_timeout
+# keeps the RPO measurement of the topology tests fast.
+backup_ca = internal_ca
+postgresql_archive_timeout = 15
