@@ -184,8 +184,9 @@ class Release:
         proc = h.run(f"systemctl start {svc}", check=False)
         port = self.inst.slot_ports[target]
         if proc.returncode != 0:
-            ok, detail = self.health(h, port)
-            raise ReleaseError(f"{h.name}: {svc} did not become healthy: {detail or proc.stderr.strip()[-300:]}")
+            journal = h.run(f"journalctl -u {svc} -n 4 --no-pager -o cat", check=False).stdout.strip()
+            raise ReleaseError(f"{h.name}: {svc} did not become healthy (its health check on /api/health failed "
+                               f"or timed out); last log lines:\n{journal[-600:]}")
         ok, detail = self.health(h, port)
         if not ok:
             raise ReleaseError(f"{h.name}: {svc} is running but /api/health on port {port} says: {detail}")

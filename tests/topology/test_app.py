@@ -1,0 +1,317 @@
+"""The app host on the running topology: Quadlet units, env files, Caddy, releases.
+
+    .venv/bin/pytest tests/topology/test_app.py
+
+Names resolve through PowerDNS on the storage host (dig @n3). Tests that break
+something (PostgreSQL stopped, a changed secret) put it back in `finally`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import pytest
+import yaml
+
+from tests.topology.conftest import CA_CERT, LAB, REPO, addr, connect, group_data, hosts_in
+
+APP = hosts_in("app")[0]
+STORAGE = hosts_in("storage")[0]
+PY = str(REPO / ".venv" / "bin" / "python")
+PYINFRA = str(REPO / ".venv" / "bin" / "pyinfra")
+
+
+def registry():
+    from codeb import registry as reg
+
+    return [i for i in reg.load().instances if i.group == "app"]
+
+
+def instance(name):
+    return next(i for i in registry() if i.name == name)
+
+
+def resolve(domain: str) -> str:
+    """The domain's address from PowerDNS on the storage host."""
+    out = subprocess.run(["dig", "+short", "+time=2", "+tries=2", f"@{addr(STORAGE)}", domain, "A"],
+                         capture_output=True, text=True).stdout.split()
+    addrs = [a for a in out if re.fullmatch(r"[0-9.]+", a)]
+    assert addrs, f"PowerDNS on {STORAGE} does not resolve {domain}"
+    return addrs[0]
+
+
+class PinnedHTTPS(http.client.HTTPSConnection):
+    """HTTPS to a name at a given address (the resolved one), verified with the topology CA."""
+
+    def __init__(self, domain: str, address: str, timeout: float = 10):
+        ctx = ssl.create_default_context(cafile=str(CA_CERT))
+        super().__init__(domain, 443, context=ctx, timeout=timeout)
+        self._address = address
+
+    def connect(self):
+        sock = socket.create_connection((self._address, 443), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
+def get(domain: str, path: str = "/api/health", address: str | None = None):
+    conn = PinnedHTTPS(domain, address or resolve(domain))
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, dict((k.lower(), v) for k, v in resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+def state(inst) -> dict:
+    host = connect(APP)
+    return json.loads(host.check_output(f"cat /var/lib/platform/releases/{inst.name}.json"))
+
+
+def apply(env_extra: dict | None = None) -> tuple[int, str]:
+    proc = subprocess.run([PYINFRA, "-y", "inventory/local.py", "deploy.py", "--limit", APP], cwd=REPO,
+                          capture_output=True, text=True, env={**os.environ, **(env_extra or {})}, timeout=900)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def changes(output: str) -> str:
+    m = re.search(r"^\s*Grand total\s+(\S+)\s+(\S+)", output, re.M)
+    assert m, output[-2000:]
+    return m.group(2)
+
+
+def started_at(unit: str) -> str:
+    return connect(APP).check_output(f"systemctl show -p ActiveEnterTimestampMonotonic --value {unit}")
+
+
+def active_units() -> dict[str, str]:
+    return {i.name: f"{i.name}-{state(i)['active']}.service" for i in registry()}
+
+
+# --- units and files ---------------------------------------------------------------------------
+
+
+def test_units_pass_quadlet_dryrun_on_the_app_host():
+    host = connect(APP)
+    out = host.run("/usr/libexec/podman/quadlet -dryrun")
+    assert out.rc == 0, out.stderr
+    for inst in registry():
+        for slot in ("blue", "green"):
+            assert f"---{inst.name}-{slot}.service---" in out.stdout
+
+
+def test_env_files_are_private_and_complete():
+    host = connect(APP)
+    for inst in registry():
+        f = host.file(f"/etc/platform/apps/{inst.name}.env")
+        assert f.exists and f.user == "root" and f.mode == 0o600, inst.name
+        keys = {line.split("=", 1)[0] for line in f.content_string.splitlines()}
+        assert {"NODE_ENV", "PORT", "DATABASE_URL", "REDIS_URL", "REDIS_PREFIX", "CENTRIFUGO_URL",
+                "CENTRIFUGO_API_URL", "CENTRIFUGO_API_KEY", "CENTRIFUGO_SECRET"} <= keys
+        if "bucket" in inst.needs:
+            assert {"S3_ENDPOINT", "S3_BUCKET", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"} <= keys
+
+
+def test_only_the_active_slot_runs_and_make_ports_matches():
+    out = subprocess.run(["make", "-s", "ports"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    manifest = {}
+    for line in out.splitlines()[1:]:
+        project, env, slot, port, _ = line.split(None, 4)
+        manifest[f"{project}-{env}-{slot}"] = int(port)
+    host = connect(APP)
+    running = {}
+    for line in host.check_output("podman ps --format '{{.Names}} {{.Ports}}'").splitlines():
+        name, ports = line.split(" ", 1)
+        m = re.match(r"127\.0\.0\.1:(\d+)->", ports)
+        running[name] = int(m.group(1)) if m else None
+    expected = {f"{i.name}-{state(i)['active']}" for i in registry()}
+    assert expected <= set(running)
+    for name in expected:
+        assert running[name] == manifest[name], name
+        assert host.socket(f"tcp://127.0.0.1:{manifest[name]}").is_listening
+    for inst in registry():
+        idle = f"{inst.name}-{'green' if state(inst)['active'] == 'blue' else 'blue'}"
+        assert idle not in running
+        assert not host.socket(f"tcp://127.0.0.1:{manifest[idle]}").is_listening
+    # Slot ports are never reachable from outside the app host.
+    for port in manifest.values():
+        with pytest.raises(OSError):
+            socket.create_connection((addr(APP), port), timeout=2).close()
+
+
+# --- Caddy ----------------------------------------------------------------------------------------
+
+
+def test_every_domain_serves_health_through_caddy():
+    for inst in registry():
+        for domain in inst.domains:
+            status, headers, body = get(domain)
+            assert status == 200, (domain, body)
+            checks = json.loads(body)["checks"]
+            assert checks["database"]["ok"] and checks["redis"]["ok"], (domain, checks)
+            assert headers["x-upstream"] == f"127.0.0.1:{inst.slot_ports[state(inst)['active']]}"
+            assert headers["strict-transport-security"].startswith("max-age=")
+            assert headers["x-content-type-options"] == "nosniff"
+            assert "server" not in headers
+
+
+def test_demo_page_loads_the_centrifugo_client():
+    inst = registry()[0]
+    status, _, body = get(inst.domains[0], "/")
+    assert status == 200 and b'<script src="/static/centrifuge.js">' in body
+    status, headers, js = get(inst.domains[0], "/static/centrifuge.js")
+    assert status == 200 and "javascript" in headers["content-type"] and b"Centrifuge" in js
+    status, _, token = get(inst.domains[0], "/api/token")
+    assert status == 200 and json.loads(token)["token"].count(".") == 2
+
+
+def test_access_log_is_json():
+    inst = registry()[0]
+    get(inst.domains[0])
+    line = connect(APP).check_output("journalctl -u caddy -n 50 --no-pager -o cat | grep '\"http.log.access' | tail -1")
+    assert json.loads(line)["request"]["host"] in inst.domains
+
+
+def test_postgresql_stopped_gives_503_and_other_sites_keep_serving():
+    storage = connect(STORAGE)
+    target, other = instance("workb-preview"), instance("codeb-dashboard-production")
+    domain = target.domains[0]
+    try:
+        storage.check_output("systemctl stop postgresql")
+        deadline = time.monotonic() + 20
+        while True:
+            status, _, body = get(domain)
+            if status == 503 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert status == 503, body
+        checks = json.loads(body)["checks"]
+        assert checks["database"]["ok"] is False and checks["redis"]["ok"] is True
+        # Caddy keeps the instance in rotation (the outage is not the instance's own) and
+        # every other site goes on serving its pages.
+        for inst in registry():
+            status, _, _ = get(inst.domains[0], "/")
+            assert status == 200, inst.name
+        status, headers, _ = get(other.domains[0], "/static/centrifuge.js")
+        assert status == 200
+    finally:
+        storage.run("systemctl start postgresql")
+    deadline = time.monotonic() + 60
+    while get(domain)[0] != 200:
+        assert time.monotonic() < deadline, "health did not come back after PostgreSQL restarted"
+        time.sleep(1)
+
+
+# --- releases ------------------------------------------------------------------------------------
+
+
+class Hammer(threading.Thread):
+    """Continuous requests (bounded in time) recording status and upstream of each."""
+
+    def __init__(self, domain: str, address: str, limit: float = 300):
+        super().__init__(daemon=True)
+        self.domain, self.address, self.limit = domain, address, limit
+        self.results: list[tuple[int | str, str]] = []
+        self.stop = threading.Event()
+
+    def run(self):
+        end = time.monotonic() + self.limit
+        while not self.stop.is_set() and time.monotonic() < end:
+            try:
+                status, headers, _ = get(self.domain, address=self.address)
+                self.results.append((status, headers.get("x-upstream", "")))
+            except Exception as exc:  # noqa: BLE001 - every failure counts
+                self.results.append((type(exc).__name__, ""))
+            time.sleep(0.02)
+
+
+def make(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "-s", *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def test_release_then_rollback_without_a_failed_request():
+    inst = instance("workb-preview")
+    domain = inst.domains[0]
+    before = state(inst)
+    old, new = before["active"], "green" if before["active"] == "blue" else "blue"
+    registry_addr = group_data()["container_registry"]
+    hammer = Hammer(domain, resolve(domain))
+    hammer.start()
+    try:
+        time.sleep(1)
+        rel = make("release", f"APP={inst.project}", f"ENV={inst.env}", f"IMAGE={registry_addr}/codeb/demo:2")
+        assert rel.returncode == 0, rel.stdout + rel.stderr
+        after = state(inst)
+        assert after["active"] == new and after["previous"] == old and "@sha256:" in after["slots"][new]
+        status, headers, body = get(domain)
+        assert headers["x-upstream"].endswith(f":{inst.slot_ports[new]}") and json.loads(body)["version"] == "2"
+        time.sleep(1)
+        rb = make("rollback", f"APP={inst.project}", f"ENV={inst.env}")
+        assert rb.returncode == 0, rb.stdout + rb.stderr
+        time.sleep(1)
+    finally:
+        hammer.stop.set()
+        hammer.join()
+    assert state(inst)["active"] == old and state(inst)["slots"][old] == before["slots"][old]
+    failures = [r for r in hammer.results if r[0] != 200]
+    assert not failures, f"{len(failures)} of {len(hammer.results)} requests failed: {failures[:5]}"
+    upstreams = [u for _, u in hammer.results]
+    # Traffic moved old -> new -> old, with no request lost on the way.
+    seq = [u for i, u in enumerate(upstreams) if i == 0 or u != upstreams[i - 1]]
+    assert seq == [f"127.0.0.1:{inst.slot_ports[s]}" for s in (old, new, old)], seq
+    assert len(hammer.results) > 50
+
+
+def test_a_release_that_fails_its_health_check_keeps_traffic():
+    inst = instance("workb-preview")
+    before = state(inst)
+    registry_addr = group_data()["container_registry"]
+    rel = make("release", f"APP={inst.project}", f"ENV={inst.env}", f"IMAGE={registry_addr}/codeb/demo:broken")
+    assert rel.returncode != 0
+    assert "ABORTED" in rel.stdout and f"traffic stays on the {before['active']} slot" in rel.stdout
+    assert state(inst) == before
+    status, headers, _ = get(inst.domains[0])
+    assert status == 200 and headers["x-upstream"].endswith(f":{inst.slot_ports[before['active']]}")
+    idle = f"{inst.name}-{'green' if before['active'] == 'blue' else 'blue'}.service"
+    assert not connect(APP).service(idle).is_running
+
+
+# --- converge ------------------------------------------------------------------------------------
+
+
+def test_changing_one_instance_env_restarts_only_it():
+    """A changed secret of one instance (its S3 key) rewrites its env file alone."""
+    target = "workb-preview"
+    units = active_units()
+    before = {name: started_at(unit) for name, unit in units.items()}
+    secrets = yaml.safe_load((LAB / "secrets" / "local.yml").read_text())
+    changed = LAB / "secrets" / "test-app-changed.yml"
+    secrets[f"s3_secret_key.{target}"] = secrets[f"s3_secret_key.{target}"][::-1]
+    fd = os.open(changed, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        yaml.safe_dump(secrets, fh)
+    try:
+        rc, out = apply({"CODEB_SECRETS_FILE": str(changed)})
+        assert rc == 0, out[-3000:]
+        after = {name: started_at(unit) for name, unit in units.items()}
+        restarted = {name for name in units if after[name] != before[name]}
+        assert restarted == {target}, restarted
+    finally:
+        changed.unlink(missing_ok=True)
+        rc, out = apply()
+        assert rc == 0, out[-3000:]
+
+
+def test_second_apply_changes_nothing():
+    rc, out = apply()
+    assert rc == 0, out[-3000:]
+    assert changes(out) == "-", [line for line in out.splitlines() if re.search(r"\s1\s+1\s+-\s+-\s*$", line)]
