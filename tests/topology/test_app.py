@@ -315,3 +315,27 @@ def test_second_apply_changes_nothing():
     rc, out = apply()
     assert rc == 0, out[-3000:]
     assert changes(out) == "-", [line for line in out.splitlines() if re.search(r"\s1\s+1\s+-\s+-\s*$", line)]
+
+
+def test_removing_an_instance_stops_and_removes_its_units_but_keeps_its_volume(tmp_path):
+    target = instance("workb-preview")
+    raw = yaml.safe_load((REPO / "group_data" / "projects.yml").read_text())
+    del raw["projects"][target.project]["environments"][target.env]
+    reduced = tmp_path / "projects.yml"
+    reduced.write_text(yaml.safe_dump(raw))
+    host = connect(APP)
+    try:
+        rc, out = apply({"CODEB_REGISTRY_FILE": str(reduced)})
+        assert rc == 0, out[-3000:]
+        for slot in ("blue", "green"):
+            assert not host.file(f"/etc/containers/systemd/{target.name}-{slot}.container").exists
+            assert not host.service(f"{target.name}-{slot}.service").is_running
+        assert not host.file(f"/etc/platform/apps/{target.name}.env").exists
+        assert not host.file(f"/etc/caddy/sites/app-{target.name}.caddy").exists
+        assert host.run(f"podman volume exists {target.name}-data").rc == 0
+        # The other instances keep serving.
+        assert get(instance("workb-production").domains[0])[0] == 200
+    finally:
+        rc, out = apply()
+        assert rc == 0, out[-3000:]
+    assert get(target.domains[0])[0] == 200
