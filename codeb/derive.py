@@ -126,6 +126,11 @@ def _normalise_sources(sources: Iterable[str], group_addrs: Mapping[str, list[st
             return None
         if src == "@admin":
             nets.update(admin_networks)
+        elif src.endswith("@cluster") and src[: -len("@cluster")] in group_addrs:
+            # The group's hosts, only when it has several (e.g. streaming hosts sharing Redis).
+            members = group_addrs[src[: -len("@cluster")]]
+            if len(members) > 1:
+                nets.update(f"{a}/32" if ":" not in a else f"{a}/128" for a in members)
         elif src in group_addrs:
             nets.update(f"{a}/32" if ":" not in a else f"{a}/128" for a in group_addrs[src])
         else:

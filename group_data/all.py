@@ -34,7 +34,8 @@ firewall_services = {
     # Storage host (roles/storage). Streaming uses Redis only when Centrifugo is scaled out.
     "dns": {"port": 53, "proto": "both", "on": "storage", "from": ["@any"]},
     "postgresql": {"port": 5432, "on": "storage", "from": ["app", "backup"]},
-    "redis": {"port": 6379, "on": "storage", "from": ["app", "streaming"]},
+    # Streaming hosts use Redis only as Centrifugo's engine when there are several of them.
+    "redis": {"port": 6379, "on": "storage", "from": ["app", "streaming@cluster"]},
     "minio": {"port": 9000, "on": "storage", "from": ["app", "backup"]},
     "pdns-api": {"port": 8081, "on": "storage", "from": ["app"]},
     # App hosts (roles/app): Caddy serves every app domain; the slot ports stay on localhost.

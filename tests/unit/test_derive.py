@@ -85,3 +85,11 @@ def test_unknown_firewall_source_is_an_error():
 def test_etc_hosts_entries():
     assert derive.etc_hosts_entries([("n2", "10.0.0.12"), ("n1", "10.0.0.11")], "codeb.test") == [
         ("10.0.0.11", "n1.codeb.test", "n1"), ("10.0.0.12", "n2.codeb.test", "n2")]
+
+
+def test_cluster_source_opens_only_when_the_group_has_several_hosts():
+    svc = {"redis": {"port": 6379, "on": "storage", "from": ["app", "streaming@cluster"]}}
+    one = derive.firewall_rules(["storage"], svc, GROUPS, [])
+    assert one[0]["v4"] == ["10.0.0.11/32", "10.0.0.21/32"]
+    two = derive.firewall_rules(["storage"], svc, dict(GROUPS, streaming=["10.0.0.12", "10.0.0.22"]), [])
+    assert two[0]["v4"] == ["10.0.0.11/32", "10.0.0.12/32", "10.0.0.21/32", "10.0.0.22/32"]
