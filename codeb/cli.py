@@ -39,7 +39,7 @@ def cmd_ports() -> None:
             rows.append((inst.project, inst.env, slot, str(port), ",".join(inst.domains)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 def cmd_secrets(env: str) -> None:

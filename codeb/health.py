@@ -12,7 +12,6 @@ import shlex
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from . import registry
 from .run import GROUPS, REPO
