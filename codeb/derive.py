@@ -140,6 +140,20 @@ def _normalise_sources(sources: Iterable[str], group_addrs: Mapping[str, list[st
     return [str(n) for n in parsed]
 
 
+def _port(port) -> int | str:
+    """A port (int) or an inclusive range "low-high" (nftables syntax)."""
+    if isinstance(port, str):
+        low, high = (int(p) for p in port.split("-"))
+        if not 0 < low < high < 65536:
+            raise ValueError(f"firewall: bad port range {port!r}")
+        return f"{low}-{high}"
+    return int(port)
+
+
+def _port_key(port) -> int:
+    return int(str(port).split("-")[0])
+
+
 def firewall_rules(
     host_groups: Iterable[str],
     services: Mapping[str, Mapping],
@@ -154,7 +168,7 @@ def firewall_rules(
     """
     groups = set(host_groups)
     rules = []
-    for name, svc in sorted(services.items(), key=lambda kv: (kv[1]["port"], kv[0])):
+    for name, svc in sorted(services.items(), key=lambda kv: (_port_key(kv[1]["port"]), kv[0])):
         on = svc["on"]
         if on != "all" and on not in groups:
             continue
@@ -166,7 +180,7 @@ def firewall_rules(
             rules.append(
                 {
                     "name": name,
-                    "port": int(svc["port"]),
+                    "port": _port(svc["port"]),
                     "proto": proto,
                     "v4": None if saddrs is None else [s for s in saddrs if ":" not in s],
                     "v6": None if saddrs is None else [s for s in saddrs if ":" in s],

@@ -41,6 +41,9 @@ firewall_services = {
     # App hosts (roles/app): Caddy serves every app domain; the slot ports stay on localhost.
     "app-http": {"port": 80, "on": "app", "from": ["@any"]},
     "app-https": {"port": 443, "on": "app", "from": ["@any"]},
+    # With several app hosts each publishes its release slots on its private address so
+    # every host's Caddy can balance across all of them; with one, slots stay on localhost.
+    "app-slots": {"port": "4000-5999", "on": "app", "from": ["app@cluster"]},
     # Streaming hosts (roles/streaming). Centrifugo's internal port (centrifugo_internal_port)
     # serves the HTTP API (/api, key required), /health and Prometheus /metrics on the private
     # address: one port, opened to the app hosts (API) and the backup host (metrics).

@@ -285,6 +285,13 @@ def up() -> None:
     ensure_registry(registry_host, int(registry_port))
     hosts = inventory_hosts()
     write_ssh_config(hosts)
+    # The inventory is the source of truth: a guest whose host left it goes.
+    if GUESTS.exists():
+        for root in sorted(GUESTS.iterdir()):
+            if root.name not in {name for name, _ in hosts}:
+                log(f"{root.name}: no longer in inventory/local.py, removing its guest")
+                stop_pid(RUN / f"{root.name}.pid")
+                shutil.rmtree(root)
     for name, addr in hosts:
         start_guest(name, prepare_guest(name, addr, gateway))
     for name, addr in hosts:

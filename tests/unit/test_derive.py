@@ -93,3 +93,13 @@ def test_cluster_source_opens_only_when_the_group_has_several_hosts():
     assert one[0]["v4"] == ["10.0.0.11/32", "10.0.0.21/32"]
     two = derive.firewall_rules(["storage"], svc, dict(GROUPS, streaming=["10.0.0.12", "10.0.0.22"]), [])
     assert two[0]["v4"] == ["10.0.0.11/32", "10.0.0.12/32", "10.0.0.21/32", "10.0.0.22/32"]
+
+
+def test_port_ranges_for_release_slots_between_app_hosts():
+    svc = {"app-slots": {"port": "4000-5999", "on": "app", "from": ["app@cluster"]}}
+    rules = derive.firewall_rules(["app"], svc, GROUPS, [])
+    assert rules == [{"name": "app-slots", "port": "4000-5999", "proto": "tcp",
+                      "v4": ["10.0.0.11/32", "10.0.0.21/32"], "v6": []}]
+    assert derive.firewall_rules(["app"], svc, dict(GROUPS, app=["10.0.0.11"]), []) == []
+    with pytest.raises(ValueError, match="bad port range"):
+        derive.firewall_rules(["app"], {"x": {"port": "5-1", "on": "app", "from": ["app"]}}, GROUPS, [])
