@@ -94,6 +94,13 @@ def load_ca(env: str, ca: dict | None):
     return cert, key
 
 
+def ca_pem(env: str, ca: dict | None) -> str:
+    """The backup CA's certificate (what clients trust)."""
+    from cryptography.hazmat.primitives import serialization
+
+    return load_ca(env, ca)[0].public_bytes(serialization.Encoding.PEM).decode()
+
+
 def _usable(cert, ca_cert, names: list[str]) -> bool:
     from cryptography import x509
 
