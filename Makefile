@@ -9,7 +9,7 @@ INVENTORY := inventory/$(ENV).py
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help venv deps up down status bootstrap health test test-unit test-topology \
-        ports validate secrets team plan apply ssh-config release rollback demo-image
+        ports validate secrets team plan apply ssh-config release rollback demo-image restore restore-drill
 
 help:
 	@echo "make up            bring up the local topology and apply the deploy to it"
@@ -22,6 +22,8 @@ help:
 	@echo "make apply ENV=    apply deploy.py to an environment"
 	@echo "make release APP= ENV= IMAGE= [ON=local]  zero-downtime release of one app instance"
 	@echo "make rollback APP= ENV= [ON=local]         back to the previous slot and image"
+	@echo "make restore ENV= TARGET_TIME= [YES=1]     point-in-time restore of the database cluster"
+	@echo "make restore-drill ENV=                    restore the latest backup to a scratch cluster on the backup host"
 
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
@@ -102,3 +104,12 @@ rollback: venv
 # topology's registry; skipped when the registry already has this build.
 demo-image: venv
 	$(PY) -m demo.build
+
+# Point-in-time restore of the storage host's PostgreSQL cluster (asks first unless YES=1),
+# and the restore drill on the backup host (roles/backup/restore.py).
+restore: venv
+	@[ -n "$(TARGET_TIME)" ] || { echo "usage: make restore ENV=<env> TARGET_TIME='<timestamp with zone>' [YES=1]"; exit 2; }
+	$(PY) -m roles.backup.restore $(ENV) pitr "$(TARGET_TIME)" $(if $(filter 1 yes true,$(YES)),--yes)
+
+restore-drill: venv
+	$(PY) -m roles.backup.restore $(ENV) drill
