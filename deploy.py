@@ -9,6 +9,7 @@ by the time it is configured.
 from pyinfra import host
 
 from roles.app import app
+from roles.backup import backup
 from roles.common import common
 from roles.storage import storage
 from roles.streaming import remove_legacy_centrifugo, streaming
@@ -24,6 +25,7 @@ remove_legacy_centrifugo()  # app hosts only: the incident's second Centrifugo g
 # and so on, across all hosts.
 if "storage" in host.groups:
     storage()
+backup()  # every host: weekly file backup; storage: WAL archiving; backup host: repository, monitoring
 if "streaming" in host.groups:
     streaming()
 if "app" in host.groups:
