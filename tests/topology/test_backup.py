@@ -130,6 +130,7 @@ def test_rpo_commit_reaches_the_repository_within_archive_timeout():
     record(f"RPO: segment {segment} in the repository after "
            f"{'%.1f s' % arrived if arrived is not None else 'more than %d s' % (timeout + 15)} "
            f"(archive_timeout {timeout} s, bound {timeout + 10} s)")
+    psql(f"DROP DATABASE IF EXISTS {RPO_DB} WITH (FORCE)")
     assert arrived is not None and arrived <= timeout + 10
 
 
