@@ -167,7 +167,7 @@ def test_make_restore_drill_reports_result_and_duration():
     start = time.monotonic()
     out = make("restore-drill", "ENV=local")
     assert out.returncode == 0, out.stdout + out.stderr
-    line = [l for l in out.stdout.splitlines() if l.startswith("restore drill:")][-1]
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("restore drill:")][-1]
     assert line.startswith("restore drill: ok in ")
     record(f"drill: {line} (make: {time.monotonic() - start:.1f} s)")
     text = run(BACKUP, f"cat {DATA['node_exporter_textfile_dir']}/codeb_restore_drill.prom")

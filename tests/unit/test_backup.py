@@ -17,8 +17,19 @@ from pathlib import Path
 import pytest
 
 from codeb import derive
-from roles.backup import (DRILL_CONF, PGBACKREST_CONF, PROM_CONF, PROM_RULES, SCRIPTS, UNITS, client_rendered,
-                          databases, minio_token, pg_rendered, prometheus_rendered, repo_rendered)
+from roles.backup import (
+    DRILL_CONF,
+    PGBACKREST_CONF,
+    PROM_CONF,
+    PROM_RULES,
+    UNITS,
+    client_rendered,
+    databases,
+    minio_token,
+    pg_rendered,
+    prometheus_rendered,
+    repo_rendered,
+)
 from roles.backup.restore import normalise_target
 from roles.topology import group_addrs, platform_hosts
 from tests.unit.conftest import INVENTORIES, load_inventory
@@ -199,8 +210,8 @@ def test_units_and_timers_pass_systemd_analyze_verify(param, tmp_path):
     assert any(u.suffix == ".timer" for u in units)
     out = subprocess.run(["systemd-analyze", "verify", "--man=no", *map(str, units)], capture_output=True,
                          text=True, cwd=tmp_path)
-    problems = [l for l in (out.stdout + out.stderr).splitlines()
-                if str(tmp_path) in l or "Unknown" in l or "Failed" in l or "timer" in l.lower()]
+    problems = [ln for ln in (out.stdout + out.stderr).splitlines()
+                if str(tmp_path) in ln or "Unknown" in ln or "Failed" in ln or "timer" in ln.lower()]
     assert out.returncode == 0 and not problems, out.stdout + out.stderr
 
 
