@@ -85,7 +85,7 @@ test-unit: venv deps
 	$(PY) -m pytest -q tests/unit
 
 test-topology: venv deps
-	molecule test --destroy never
+	molecule test
 
 test: test-unit test-topology
 

@@ -288,7 +288,7 @@ def up() -> None:
     # The inventory is the source of truth: a guest whose host left it goes.
     if GUESTS.exists():
         for root in sorted(GUESTS.iterdir()):
-            if root.name not in {name for name, _ in hosts}:
+            if root.is_dir() and not root.name.startswith(".") and root.name not in {n for n, _ in hosts}:
                 log(f"{root.name}: no longer in inventory/local.py, removing its guest")
                 stop_pid(RUN / f"{root.name}.pid")
                 shutil.rmtree(root)
