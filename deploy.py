@@ -9,7 +9,8 @@ by the time it is configured.
 from pyinfra import host
 
 from roles.app import app
-from roles.backup import backup
+from roles.backup import archiving, file_backups, monitoring, repository
+from roles.barrier import barrier
 from roles.common import common
 from roles.storage import storage
 from roles.streaming import remove_legacy_centrifugo, streaming
@@ -20,13 +21,19 @@ if host.data.get("render_only"):
 common()
 remove_legacy_centrifugo()  # app hosts only: the incident's second Centrifugo goes
 
-# One call per line, in this order: pyinfra orders operations by the line that
-# defines them, so every storage operation runs before any backup operation,
-# and so on, across all hosts.
+# Cross-host order: each barrier() is one operation shared by all hosts, so every
+# operation above it has finished on every host before any below it starts.
 if "storage" in host.groups:
     storage()
-backup()  # every host: weekly file backup; storage: WAL archiving; backup host: repository, monitoring
+    archiving()  # WAL archiving and the pgBackRest server on the database host
+barrier("storage ready")
+if "backup" in host.groups:
+    repository()  # stanza-create/check reach the database host's pgBackRest server
+    monitoring()
+barrier("backup repository ready")
+file_backups()  # every host pushes its weekly file backup to the repository host
 if "streaming" in host.groups:
     streaming()
+barrier("streaming ready")
 if "app" in host.groups:
     app()

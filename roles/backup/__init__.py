@@ -414,15 +414,3 @@ def file_backups():
     _units(public)
     svc = unit_names("files")
     systemd.service(name=f"{svc}.timer", service=f"{svc}.timer", running=True, enabled=True)
-
-
-@deploy("Backup")
-def backup():
-    """Every host: its part of the backups (see the module docstring). Database hosts come
-    first, so the repository host's stanza-create and check find archiving configured."""
-    if "storage" in host.groups:
-        archiving()
-    if "backup" in host.groups:
-        repository()
-        monitoring()
-    file_backups()
