@@ -9,7 +9,8 @@ INVENTORY := inventory/$(ENV).py
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help venv deps up down status bootstrap health test test-unit test-topology \
-        ports validate secrets team plan apply ssh-config release rollback demo-image restore restore-drill
+        ports validate secrets team plan apply ssh-config release rollback demo-image restore restore-drill \
+        bench drills
 
 help:
 	@echo "make up            bring up the local topology and apply the deploy to it"
@@ -24,6 +25,8 @@ help:
 	@echo "make rollback APP= ENV= [ON=local]         back to the previous slot and image"
 	@echo "make restore ENV= TARGET_TIME= [YES=1]     point-in-time restore of the database cluster"
 	@echo "make restore-drill ENV=                    restore the latest backup to a scratch cluster on the backup host"
+	@echo "make bench [ONLY='realtime http'] [COLD=0]  measure the local topology, write docs/BENCHMARKS.md"
+	@echo "make drills [ONLY='apply-kill reboot']      fault drills on the local topology, write docs/DRILLS.md"
 
 $(VENV)/.installed: requirements.txt
 	python3 -m venv $(VENV)
@@ -113,3 +116,14 @@ restore: venv
 
 restore-drill: venv
 	$(PY) -m roles.backup.restore $(ENV) drill
+
+# Benchmarks and fault drills on the local topology (bench/). `make bench` starts with a
+# cold converge (it removes and recreates the guests; COLD=0 skips that); ONLY= picks
+# sections (converge realtime http backups) or drills (apply-kill reboot stop-storage
+# backup-disk-full). BENCH_SUBSCRIBERS=N sets the WebSocket subscribers (default 2000).
+COLD ?= 1
+bench: venv
+	$(PY) -m bench $(ONLY) $(if $(filter 0 no false,$(COLD)),--no-cold)
+
+drills: venv
+	$(PY) -m bench.drills $(ONLY)
