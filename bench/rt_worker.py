@@ -36,6 +36,8 @@ class Recorder(centrifuge.SubscriptionEventHandler):
     async def on_publication(self, ctx):
         now = time.time()
         data = ctx.pub.data
+        if isinstance(data, (bytes, bytearray)):  # Protobuf protocol: the JSON payload as bytes
+            data = json.loads(data)
         self.samples.append((data["seq"], now - float(data["sent"])))
 
 
@@ -87,7 +89,8 @@ async def main(args) -> None:
         nonlocal connected
         async with sem:
             c = centrifuge.Client(args.url, events=events, token=conn_token, headers={"Origin": args.origin},
-                                  ssl_context=ctx, proxy=None, timeout=10.0, max_reconnect_delay=5.0)
+                                  ssl_context=ctx, proxy=None, timeout=10.0, max_reconnect_delay=5.0,
+                                  use_protobuf=args.protobuf)
             try:
                 await c.connect()
                 await c.ready(timeout=30)
@@ -126,5 +129,6 @@ if __name__ == "__main__":
     p.add_argument("--channel", required=True)
     p.add_argument("--cafile")
     p.add_argument("--resolve")
+    p.add_argument("--protobuf", action="store_true", help="Protobuf protocol instead of JSON")
     p.add_argument("--concurrency", type=int, default=50)
     asyncio.run(main(p.parse_args()))
