@@ -16,6 +16,7 @@ all hosts in parallel, as an admin checking by hand would do.
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -39,17 +40,22 @@ from codeb.run import count_changes
 
 RUNNING = re.compile(r"Running command on (?P<host>[\w.-]+): \(pty=\w+\) (?P<cmd>.*)$")
 SUDO = re.compile(r"^sudo -H -n (?:-u root )?")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def fact_commands(debug_output: str) -> dict[str, list[str]]:
     """host -> distinct state-check commands from pyinfra's debug log, in order, without sudo."""
     out: dict[str, list[str]] = {}
-    for line in debug_output.splitlines():
+    for line in ANSI.sub("", debug_output).splitlines():
         m = RUNNING.search(line)
         if not m:
             continue
         cmd = SUDO.sub("", m.group("cmd").strip())
         if "***" in cmd:  # masked arguments cannot be replayed
+            continue
+        try:
+            shlex.split(cmd)
+        except ValueError:  # a command spread over several log lines: not replayed
             continue
         cmds = out.setdefault(m.group("host"), [])
         if cmd not in cmds:

@@ -74,7 +74,8 @@ DEBUG = """    [pyinfra.api.facts] Getting fact: deb.DebPackages () (ensure_host
     [pyinfra.connectors.ssh] Running command on n2: (pty=False) sudo -H -n sh -c 'systemctl is-enabled caddy'
     [pyinfra.connectors.ssh] Running command on n1: (pty=False) sudo -H -n sh -c 'dpkg -l'
     [pyinfra.connectors.ssh] Running command on n1: (pty=False) sudo -H -n sh -c 'echo ***'
-    [pyinfra.connectors.ssh] Running command on n1: (pty=False) sh -c 'stat /etc/motd'
+    [pyinfra.connectors.ssh] Running command on n1: (pty=False) sh -c 'stat /etc/motd'\x1b[0m
+    [pyinfra.connectors.ssh] Running command on n2: (pty=False) sudo -H -n sh -c 'cat <<EOF
 """
 
 
