@@ -103,6 +103,8 @@ def pg_rendered(data, name: str, private_ip: str, hosts, addrs) -> dict[str, str
                                        datadir=p["datadir"]),
         SCRIPTS["pitr"]: render("backup/pitr.sh.j2", service=p["service"], dependents=PG_DEPENDENTS,
                                 databases=databases(data), stanza=data.pgbackrest_stanza),
+        f"{UNITS}/{p['service']}.service.d/20-archive-timeout.conf": render(
+            "backup/archive-timeout.conf.j2", port=data.postgresql_port),
         f"{UNITS}/codeb-wal-metrics.service": unit(
             "WAL archiving metrics for node-exporter (roles/backup)", f"{SCRIPTS['wal_metrics']} --loop 15",
             type="simple", unit_lines=[f"After={p['service']}.service"],

@@ -196,7 +196,7 @@ def _units_dir(files: dict[str, str], tmp: Path) -> list[Path]:
     out = []
     for name, text in files.items():
         path = name.split(":", 1)[1]
-        if path.startswith(UNITS + "/"):
+        if path.startswith(UNITS + "/") and ".service.d/" not in path:
             dest = tmp / Path(path).name
             dest.write_text(re.sub(r"^ExecStart=.*$", "ExecStart=/bin/true", text, flags=re.M))
             out.append(dest)
@@ -316,3 +316,19 @@ tests:
     for test in ("test.yml", "test2.yml"):
         out = subprocess.run(["promtool", "test", "rules", test], capture_output=True, text=True, cwd=tmp_path)
         assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
+def test_postgresql_dropin_checkpoints_after_start(tmp_path):
+    """The drop-in that restores archive_timeout after a start is a valid addition to a service."""
+    param = next(p.values[0] for p in PARAMS if p.values[0][0] == "local" and "storage" in p.values[0][1].groups)
+    files = {name.split(":", 1)[1]: text for name, text in rendered_for(param).items()}
+    dropin = next(path for path in files if path.endswith(".service.d/20-archive-timeout.conf"))
+    assert "ExecStartPost=-/usr/sbin/runuser -u postgres -- /usr/bin/psql" in files[dropin] and "CHECKPOINT" in files[dropin]
+    service = Path(dropin).parent.name[: -len(".d")]
+    (tmp_path / service).write_text("[Service]\nExecStart=/bin/true\n")
+    (tmp_path / f"{service}.d").mkdir()
+    (tmp_path / f"{service}.d" / "20-archive-timeout.conf").write_text(files[dropin])
+    out = subprocess.run(["systemd-analyze", "verify", "--man=no", str(tmp_path / service)], capture_output=True,
+                         text=True, cwd=tmp_path, env={"SYSTEMD_UNIT_PATH": f"{tmp_path}:", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stdout + out.stderr
