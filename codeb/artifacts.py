@@ -45,7 +45,7 @@ def _key(spec: dict) -> str:
     return hashlib.sha256(canon).hexdigest()[:16]
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -117,9 +117,9 @@ def build(spec: dict, goos: str = "linux", goarch: str = "amd64") -> Artifact:
                 )
                 out_dir.mkdir(parents=True, exist_ok=True)
                 shutil.move(str(tmp_bin), binary)
-                digest_file.write_text(_sha256(binary) + "\n")
+                digest_file.write_text(sha256_file(binary) + "\n")
         digest = digest_file.read_text().strip()
-    if _sha256(binary) != digest:
+    if sha256_file(binary) != digest:
         raise RuntimeError(f"artifact {binary} does not match its recorded SHA-256; delete {out_dir} to rebuild")
     return Artifact(name=name, path=binary, sha256=digest)
 

@@ -33,6 +33,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from codeb.artifacts import sha256_file as file_digest
+
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "demo"
 CACHE = Path(os.environ.get("CODEB_LAB_CACHE", "/var/cache/codeb-lab"))
@@ -185,14 +187,6 @@ def layer(rootfs: Path, out: Path) -> tuple[str, str]:
     if tar.wait() or gz.wait():
         raise SystemExit("[demo] packing the layer failed")
     return f"sha256:{file_digest(out)}", f"sha256:{raw.hexdigest()}"
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def image_config(diff_id: str, env: dict, key: str) -> bytes:
