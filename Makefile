@@ -75,7 +75,7 @@ apply: venv
 # account, hardened SSH, missing secrets, the whole deploy, then the checks.
 bootstrap: venv
 	$(PY) -m codeb.cli secrets $(ENV)
-	@if [ "$(ENV)" = local ]; then $(MAKE) --no-print-directory deps && $(PY) -m lab.topology up; fi
+	@if [ "$(ENV)" = local ]; then $(MAKE) --no-print-directory deps && $(PY) -m lab.topology up && $(PY) -m demo.build; fi
 	$(PY) -m codeb.run bootstrap $(ENV)
 	$(PY) -m codeb.health $(ENV)
 	@if [ "$(ENV)" = local ]; then $(PY) -m pytest -q tests/topology; else $(PY) -m codeb.run plan $(ENV); fi
