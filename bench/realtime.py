@@ -75,9 +75,11 @@ def split(n: int, parts: int) -> list[int]:
 def netns_prefix(guest: str) -> list[str]:
     """nsenter into a guest's network namespace (its init is systemd-nspawn's child)."""
     nspawn = int((LAB / "run" / f"{guest}.pid").read_text())
-    children = (open(f"/proc/{nspawn}/task/{nspawn}/children").read().split())
-    if not children:
-        raise RuntimeError(f"{guest}: systemd-nspawn {nspawn} has no child")
+    children = open(f"/proc/{nspawn}/task/{nspawn}/children").read().split()
+    inits = [c for c in children if open(f"/proc/{c}/comm").read().strip() in ("systemd", "init")]
+    if not inits:
+        raise RuntimeError(f"{guest}: systemd-nspawn {nspawn} has no init child ({children})")
+    children = inits
     return ["nsenter", f"--net=/proc/{children[0]}/ns/net", "--"]
 
 
