@@ -83,8 +83,16 @@ def test_fact_commands_from_pyinfra_debug_log():
     cmds = converge.fact_commands(DEBUG)
     assert cmds == {"n1": ["sh -c 'dpkg -l'", "sh -c 'stat /etc/motd'"], "n2": ["sh -c 'systemctl is-enabled caddy'"]}
     script = converge.hand_script(cmds["n1"])
-    assert script.splitlines() == ["sh -c 'dpkg -l' >/dev/null 2>&1 </dev/null",
-                                   "sh -c 'stat /etc/motd' >/dev/null 2>&1 </dev/null"]
+    assert script.splitlines() == ["f=0", "sh -c 'dpkg -l' >/dev/null 2>&1 </dev/null || f=$((f+1))",
+                                   "sh -c 'stat /etc/motd' >/dev/null 2>&1 </dev/null || f=$((f+1))",
+                                   'echo "nonzero=$f"']
+
+
+def test_changes_of_the_last_results_table():
+    out = ("    Grand total   40   32   -   8\n" + "...\n" + "    Grand total   397   291   -   106\n")
+    assert converge.last_changes(out) == 291
+    assert converge.last_changes("    Grand total   397   -   -   397\n") == 0
+    assert converge.last_changes("no table") is None
 
 
 def test_report_table_marks_targets():
