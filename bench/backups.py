@@ -119,13 +119,23 @@ def pitr() -> list[dict]:
         t_restore = time.monotonic() - start
         rows = psql("SELECT id FROM marker ORDER BY id", PITR_DB).split()
         ok = proc.returncode == 0 and rows == ["1"]
-        figures.append(figure("PITR restore of the database cluster", round(t_restore, 1), "s",
+        figures.append(figure("PITR restore of the database cluster (delta)", round(t_restore, 1), "s",
                               f"`make restore` end to end with a {size / 2**30:.2f} GiB database (pgbench -i -s "
                               f"{SCALE}: {t_init:.0f} s) in a cluster of {_cluster_size_gib():.2f} GiB, from a full "
                               f"backup taken just before ({t_full:.0f} s); delta restore + WAL replay to the target; "
                               f"rows after restore {rows} (expected ['1']): {'ok' if ok else 'FAILED'}"))
         if proc.returncode:
             log(proc.stdout[-2000:] + proc.stderr[-1000:])
+        # The same backup restored whole (not delta) into a scratch cluster on the backup host.
+        log("restore drill: the latest backup (with the ~1 GB database) into a scratch cluster on the backup host")
+        start = time.monotonic()
+        drill = sh(["make", "-s", "restore-drill", "ENV=local"], timeout=3600, stdin=subprocess.DEVNULL)
+        t_drill = time.monotonic() - start
+        said = [ln for ln in drill.stdout.splitlines() if ln.startswith("restore drill:")]
+        figures.append(figure("Full restore of the same backup (restore drill)", round(t_drill, 1), "s",
+                              f"`make restore-drill` end to end: the latest backup (full, {size / 2**30:.2f} GiB "
+                              f"database included) restored whole into an empty scratch cluster on {backup}, started, "
+                              f"queried, removed; exit {drill.returncode}; it said: {said[-1] if said else '(nothing)'}"))
     finally:
         psql(f"DROP DATABASE IF EXISTS {PITR_DB} WITH (FORCE)")
     return figures
@@ -199,13 +209,15 @@ def release_under_load() -> list[dict]:
 
 
 def run(parts=("rpo", "pitr", "release")) -> list[dict]:
+    from bench.common import load_results
+
+    previous = load_results().get("backups", {}).get("figures", [])
     figures = []
-    if "rpo" in parts:
-        figures += rpo_trials()
-    if "release" in parts:
-        figures += release_under_load()
-    if "pitr" in parts:
-        figures += pitr()
+    for part, fn in (("rpo", rpo_trials), ("release", release_under_load), ("pitr", pitr)):
+        if part in parts:
+            figures += [dict(f, part=part) for f in fn()]
+        else:  # keep the last measurement of a part not run now
+            figures += [f for f in previous if f.get("part") == part]
     save_section("backups", figures)
     return figures
 
