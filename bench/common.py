@@ -13,6 +13,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from lab.topology import inventory_groups  # noqa: E402
+
 LAB = REPO / ".lab"
 SSH_CONFIG = LAB / "ssh" / "config"
 CA_CERT = LAB / "ca" / "root.crt"
@@ -32,13 +35,7 @@ def log(msg: str) -> None:
 
 def inventory() -> dict[str, dict]:
     """name -> {"addr": private address, "groups": [...]} from inventory/local.py."""
-    sys.path.insert(0, str(REPO))
-    groups = runpy.run_path(str(REPO / "inventory" / "local.py"))
-    hosts: dict[str, dict] = {}
-    for group in GROUPS:
-        for name, data in groups.get(group, []):
-            hosts.setdefault(name, {"addr": data["private_ip"], "groups": []})["groups"].append(group)
-    return hosts
+    return inventory_groups()
 
 
 def hosts_in(group: str) -> list[str]:

@@ -55,16 +55,21 @@ def gateway_data() -> dict:
     return runpy.run_path(str(REPO / "group_data" / "local.py"))
 
 
-def inventory_hosts() -> list[tuple[str, str]]:
-    """(name, address) of every host in inventory/local.py, in inventory order."""
+def inventory_groups() -> dict[str, dict]:
+    """name -> {"addr": private address, "groups": [...]} for every host of inventory/local.py,
+    in inventory order. The harness, the topology tests and the benchmarks all read it here."""
     sys.path.insert(0, str(REPO))
     groups = runpy.run_path(str(REPO / "inventory" / "local.py"))
-    hosts = []
-    for name in ("app", "streaming", "storage", "backup"):
-        for host, data in groups.get(name, []):
-            if host not in [h for h, _ in hosts]:
-                hosts.append((host, data["private_ip"]))
+    hosts: dict[str, dict] = {}
+    for group in ("app", "streaming", "storage", "backup"):
+        for name, data in groups.get(group, []):
+            hosts.setdefault(name, {"addr": data["private_ip"], "groups": []})["groups"].append(group)
     return hosts
+
+
+def inventory_hosts() -> list[tuple[str, str]]:
+    """(name, address) of every host in inventory/local.py, in inventory order."""
+    return [(name, h["addr"]) for name, h in inventory_groups().items()]
 
 
 # --- cached base image --------------------------------------------------------------

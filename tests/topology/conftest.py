@@ -17,6 +17,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+from lab.topology import inventory_groups  # noqa: E402
+
 LAB = REPO / ".lab"
 SSH_CONFIG = LAB / "ssh" / "config"
 SSH_KEY = LAB / "ssh" / "id_ed25519"
@@ -27,12 +29,7 @@ GROUPS = ("app", "streaming", "storage", "backup")
 @cache
 def inventory() -> dict[str, dict]:
     """name -> {"addr": private address, "groups": [...]} from inventory/local.py."""
-    groups = runpy.run_path(str(REPO / "inventory" / "local.py"))
-    hosts: dict[str, dict] = {}
-    for group in GROUPS:
-        for name, data in groups.get(group, []):
-            hosts.setdefault(name, {"addr": data["private_ip"], "groups": []})["groups"].append(group)
-    return hosts
+    return inventory_groups()
 
 
 def hosts_in(group: str) -> list[str]:
