@@ -54,7 +54,11 @@ def apply(tmp_path):
             reg = registry.load()  # a bad registry stops before secrets are read
             secrets_doc = {n: "x" * 40 for n in derive.required_secrets(reg.instances)}
         secrets_file.write_text(yaml.safe_dump(secrets_doc))
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CODEB_SECRETS_FILE": str(secrets_file)}
+        # A throwaway deploy key: the run must not depend on the harness having run (`make up`).
+        key_file = tmp_path / "deploy.pub"
+        key_file.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOx7Zk4P0y1bq3ZPpYQxWm2u8u0F3yYk1e7m1s2d3f4g unit-test\n")
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CODEB_SECRETS_FILE": str(secrets_file),
+               "CODEB_DEPLOY_PUBLIC_KEY_FILE": str(key_file)}
         if registry_doc is not None:
             reg_file = tmp_path / "projects.yml"
             reg_file.write_text(yaml.safe_dump(registry_doc))
