@@ -31,3 +31,24 @@ def test_drift_is_reported_by_plan_and_repaired_by_apply():
     again = run("plan", "local")
     assert again.returncode == 0, again.stdout[-3000:]
     assert "plan: no changes (no drift)" in again.stdout
+
+
+def test_secret_file_drift_and_permission_drift_are_reported_without_contents_and_repaired():
+    n2, n3 = connect("n2"), connect("n3")
+    acl, config = "/etc/redis/users.acl", "/etc/centrifugo/config.json"
+    acl_before = n3.file(acl).content_string
+    mode_before = n2.file(config).mode
+    n3.run_expect([0], f"sed -i '1i # drift-marker' {acl}")
+    n2.run_expect([0], f"chmod 600 {config}")
+    try:
+        plan = run("plan", "local")
+        assert plan.returncode == 2, plan.stdout[-3000:]
+        assert f"Will write {acl} (contents hidden: it holds secrets)" in plan.stdout
+        assert "drift-marker" not in plan.stdout  # no diff of a secret-bearing file
+        assert f"would change: Streaming host | Centrifugo | Render {config} (secret): 1 (n2)" in plan.stdout
+    finally:
+        apply = run("apply", "local")
+    assert apply.returncode == 0, apply.stdout[-3000:]
+    assert n3.file(acl).content_string == acl_before
+    assert n2.file(config).mode == mode_before
+    assert run("plan", "local").returncode == 0
