@@ -2,8 +2,10 @@
 
     python -m bench.drills [apply-kill] [reboot] [stop-storage] [backup-disk-full]
 
-apply-kill        five times: a full apply is killed (SIGKILL to pyinfra and its SSH children)
-                  at a random operation; the re-apply must succeed and the next one change nothing.
+apply-kill        five times: drift is injected on every host (managed files edited at points spread
+                  over the whole run, a managed service stopped), then a full apply is killed
+                  (SIGKILL to pyinfra and its SSH children) at a random operation; the re-apply must
+                  succeed and undo all the drift, and the next apply change nothing.
 reboot            each guest in turn: `systemctl reboot` inside; systemd-nspawn --boot exits on a
                   guest reboot (exit 133) unless a supervisor restarts it, and the harness runs it
                   without one, so `lab.topology up` starts the guest again (nothing else is done);
@@ -110,6 +112,49 @@ def killed_apply(op_index: int, limit: float = 900) -> tuple[str, int]:
     return name, seen
 
 
+DRIFT_MARK = "# drill drift"
+# Managed files edited by hand before each killed apply, per host group: early in the run
+# (common role), in the storage, backup, streaming and app phases, so that wherever the kill
+# lands, part of the repair is done and part is left to the re-apply.
+DRIFT_FILES = {
+    "all": ["/etc/hosts"],
+    "storage": ["/etc/postgresql/17/main/conf.d/10-platform.conf"],
+    "backup": ["/etc/prometheus/prometheus.yml"],
+    "streaming": ["/etc/caddy/Caddyfile"],
+    "app": ["/etc/caddy/Caddyfile"],
+}
+DRIFT_SERVICE = "prometheus-node-exporter"
+
+
+def drift_targets() -> dict[str, list[str]]:
+    targets = {name: list(DRIFT_FILES["all"]) for name in inventory()}
+    for group, paths in DRIFT_FILES.items():
+        if group != "all":
+            for name in hosts_in(group):
+                targets[name].extend(paths)
+    return targets
+
+
+def inject_drift() -> bool:
+    ok = True
+    for name, paths in drift_targets().items():
+        edits = " && ".join(f"echo {DRIFT_MARK!r} >> {p}" for p in paths)
+        ok = ssh(name, f"{edits} && systemctl stop {DRIFT_SERVICE}", timeout=60).returncode == 0 and ok
+    return ok
+
+
+def drift_left() -> list[str]:
+    """What of the injected drift is still there, read on the hosts (not pyinfra's view)."""
+    left = []
+    for name, paths in drift_targets().items():
+        for path in paths:
+            if ssh(name, f"grep -qF {DRIFT_MARK!r} {path}", timeout=60).returncode == 0:
+                left.append(f"{name}:{path}")
+        if ssh(name, f"systemctl is-active -q {DRIFT_SERVICE}", timeout=60).returncode != 0:
+            left.append(f"{name}:{DRIFT_SERVICE} stopped")
+    return left
+
+
 def drill_apply_kill(times: int = 5) -> Drill:
     d = Drill("Kill the apply at a random operation")
     # How many operations a full run announces (from the last apply log, or a fresh count).
@@ -119,12 +164,17 @@ def drill_apply_kill(times: int = 5) -> Drill:
     rng = random.Random(int(os.environ.get("DRILL_SEED", str(int(time.time())))))
     for trial in range(1, times + 1):
         k = rng.randint(1, max(1, total))
+        injected = inject_drift()
         name, seen = killed_apply(k)
+        left_by_kill = len(drift_left())
         rc, changes, took, out = apply()
+        left = drift_left()
         rc2, changes2, took2, _ = apply()
-        d.note(f"trial {trial}: killed at operation {seen}/{total} ({name}); re-apply exit {rc}, {changes} "
-               f"change(s) in {took:.0f} s; next apply exit {rc2}, {changes2} change(s)",
-               rc == 0 and rc2 == 0 and changes2 == 0)
+        d.note(f"trial {trial}: drift injected on every host ({'ok' if injected else 'FAILED'}), apply killed at "
+               f"operation {seen}/{total} ({name}), {left_by_kill} drift item(s) left by it; re-apply exit {rc}, "
+               f"{changes} change(s) in {took:.0f} s, drift left after it: {left or 'none'}; next apply exit "
+               f"{rc2}, {changes2} change(s)",
+               injected and rc == 0 and not left and rc2 == 0 and changes2 == 0)
         if rc:
             log(out[-3000:])
     final_health(d)
