@@ -38,6 +38,7 @@ def test_secret_file_drift_and_permission_drift_are_reported_without_contents_an
     acl, config = "/etc/redis/users.acl", "/etc/centrifugo/config.json"
     acl_before = n3.file(acl).content_string
     mode_before = n2.file(config).mode
+    assert mode_before != 0o600, "the permission drift below must be a change"
     n3.run_expect([0], f"sed -i '1i # drift-marker' {acl}")
     n2.run_expect([0], f"chmod 600 {config}")
     try:
