@@ -8,7 +8,7 @@ PYINFRA := $(VENV)/bin/pyinfra
 INVENTORY := inventory/$(ENV).py
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv deps up down status bootstrap health test test-unit test-topology \
+.PHONY: help venv deps artifacts up down status bootstrap health test test-unit test-topology \
         ports validate secrets team plan apply ssh-config release rollback demo-image restore restore-drill \
         bench drills
 
@@ -17,6 +17,7 @@ help:
 	@echo "make test          unit tests, then the topology: cold converge, testinfra, no-op converge"
 	@echo "make down          remove the local topology"
 	@echo "make test-unit     no hosts needed"
+	@echo "make artifacts     build the pinned binaries Debian does not package (before any apply)"
 	@echo "make ports         port manifest from the registry"
 	@echo "make secrets ENV=  create or extend an environment's secrets"
 	@echo "make plan ENV=     dry run with diffs against an environment"
@@ -51,7 +52,12 @@ team: venv
 secrets: venv
 	$(PY) -m codeb.cli secrets $(ENV)
 
-up: venv deps
+# Every pinned binary, built before pyinfra starts (the deploy only looks them up):
+# one line per artifact with its version, whether it was built or cached, and the time.
+artifacts: venv
+	$(PY) -m codeb.artifacts build $(ENV)
+
+up: venv deps artifacts
 	$(PY) -m codeb.cli secrets local
 	$(PY) -m lab.topology up
 	$(PY) -m demo.build
@@ -64,16 +70,16 @@ status: venv
 	$(PY) -m lab.topology status
 
 # Exit 0: nothing would change; 2: drift (changes shown as diffs); 1: error.
-plan: venv
+plan: venv artifacts
 	$(PY) -m codeb.run plan $(ENV)
 
-apply: venv
+apply: venv artifacts
 	@if [ -z "$${CI:-}" ] && [ "$(ENV)" != local ]; then read -r -p "Apply deploy.py to $(ENV)? [y/N] " a; [ "$$a" = y ]; fi
 	$(PY) -m codeb.run apply $(ENV)
 
 # From freshly installed Debian 13 hosts reachable as root with a key: the deploy
 # account, hardened SSH, missing secrets, the whole deploy, then the checks.
-bootstrap: venv
+bootstrap: venv artifacts
 	$(PY) -m codeb.cli secrets $(ENV)
 	@if [ "$(ENV)" = local ]; then $(MAKE) --no-print-directory deps && $(PY) -m lab.topology up && $(PY) -m demo.build; fi
 	$(PY) -m codeb.run bootstrap $(ENV)
@@ -83,11 +89,11 @@ bootstrap: venv
 health: venv
 	$(PY) -m codeb.health $(ENV)
 
-test-unit: venv deps
+test-unit: venv deps artifacts
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q tests/unit
 
-test-topology: venv deps
+test-topology: venv deps artifacts
 	molecule test
 
 test: test-unit test-topology
@@ -122,8 +128,8 @@ restore-drill: venv
 # sections (converge realtime http backups) or drills (apply-kill reboot stop-storage
 # backup-disk-full). BENCH_SUBSCRIBERS=N sets the WebSocket subscribers (default 2000).
 COLD ?= 1
-bench: venv
+bench: venv artifacts
 	$(PY) -m bench $(ONLY) $(if $(filter 0 no false,$(COLD)),--no-cold)
 
-drills: venv
+drills: venv artifacts
 	$(PY) -m bench.drills $(ONLY)

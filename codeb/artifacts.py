@@ -1,12 +1,26 @@
 """Binaries that Debian does not package, built from pinned Go module versions.
 
-Built once on the control node, cached per (name, version, build settings),
-uploaded to hosts only when their copy differs, and checked by SHA-256 after
-upload. The pins live in group_data/all.py (`artifacts`).
+    python -m codeb.artifacts build [ENV]   # `make artifacts`: build every pin, before pyinfra runs
+    python -m codeb.artifacts list [ENV]    # what is pinned, and whether this control node has it
+
+The build runs on the control node, before pyinfra starts, with the pinned Go
+toolchain (`go_toolchain` in group_data/all.py, fetched through the module proxy
+when the local `go` is another release). Each result must match the SHA-256
+recorded next to its pin, or the build fails naming the pin. Results are cached
+per (name, version, build settings, toolchain).
+
+Deploy code never builds: `lookup()` returns the cached binary or raises a
+one-line error naming the pin and `make artifacts`; the inventory's preflight
+checks every pin the same way before any host is contacted. Nothing here holds a
+lock: pyinfra loads each host's deploy in a gevent greenlet, and a blocking lock
+held across a subprocess (which yields to the other greenlets) deadlocks the whole
+process. Concurrent builds of one artifact each build in a private directory and
+publish it with one atomic rename; the first to finish wins.
 
 A spec is a mapping:
     module:   Go module path, e.g. github.com/minio/minio
     version:  exact version or pseudo-version (the pin)
+    sha256:   expected SHA-256 of the linux/amd64 binary built with the pinned toolchain
     package:  main package to build (default: the module)
     binary:   installed file name
     ldflags:  extra -ldflags (e.g. -X ...Version=...)
@@ -20,17 +34,25 @@ A spec is a mapping:
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
+import runpy
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("CODEB_ARTIFACT_CACHE", Path.home() / ".cache" / "codeb" / "artifacts"))
+GOOS, GOARCH = "linux", "amd64"
+
+
+class ArtifactError(Exception):
+    """One line: which pin, what is wrong, what to run."""
 
 
 @dataclass(frozen=True)
@@ -40,11 +62,6 @@ class Artifact:
     sha256: str
 
 
-def _key(spec: dict) -> str:
-    canon = json.dumps(spec, sort_keys=True).encode()
-    return hashlib.sha256(canon).hexdigest()[:16]
-
-
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -52,6 +69,93 @@ def sha256_file(path: Path) -> str:
             h.update(chunk)
     return h.hexdigest()
 
+
+# --- the pins ---------------------------------------------------------------------------------
+
+
+def _group_data(name: str) -> dict:
+    path = REPO / "group_data" / f"{name}.py"
+    return runpy.run_path(str(path)) if path.exists() else {}
+
+
+def toolchain() -> str:
+    return _group_data("all")["go_toolchain"]
+
+
+def pins(env: str | None = None) -> dict[str, dict]:
+    """Every deployed pin (group_data/all.py `artifacts`, overridden per name by the
+    environment's file), keyed by name."""
+    merged = dict(_group_data("all").get("artifacts") or {})
+    if env:
+        merged.update(_group_data(env).get("artifacts") or {})
+    return merged
+
+
+def tool_pins() -> dict[str, dict]:
+    """Control-node tools built the same way (group_data/all.py `tool_artifacts`)."""
+    return dict(_group_data("all").get("tool_artifacts") or {})
+
+
+def _where(name: str) -> str:
+    return f"pin artifacts[{name!r}]"
+
+
+def _key(spec: dict, go: str) -> str:
+    settings = {k: v for k, v in spec.items() if k != "sha256"}
+    canon = json.dumps(dict(settings, goos=GOOS, goarch=GOARCH, toolchain=go), sort_keys=True).encode()
+    return hashlib.sha256(canon).hexdigest()[:16]
+
+
+def cache_dir(spec: dict, go: str | None = None) -> Path:
+    go = go or toolchain()
+    return CACHE / f"{spec['binary']}-{spec['version']}-{_key(spec, go)}"
+
+
+# --- lookups (deploy code and preflight: no build, no lock, no subprocess) --------------------
+
+_verified: dict[tuple, str] = {}
+
+
+def _verify(binary: Path) -> str:
+    st = binary.stat()
+    key = (str(binary), st.st_size, st.st_mtime_ns)
+    if key not in _verified:
+        _verified[key] = sha256_file(binary)
+    return _verified[key]
+
+
+def lookup(spec: dict, name: str | None = None, go: str | None = None) -> Artifact:
+    """The cached, verified binary for `spec`; ArtifactError if `make artifacts` has not built it."""
+    name = name or spec["binary"]
+    where = f"{_where(name)} ({spec['module']}@{spec['version']})"
+    if not spec.get("sha256"):
+        raise ArtifactError(f"{where} has no 'sha256': record the expected digest next to the pin")
+    binary = cache_dir(spec, go) / spec["binary"]
+    if not binary.exists():
+        raise ArtifactError(f"{where} is not built on this control node: run `make artifacts`")
+    digest = _verify(binary)
+    if digest != spec["sha256"]:
+        raise ArtifactError(f"{where}: the cached binary's SHA-256 {digest} is not the pinned "
+                            f"{spec['sha256']}: run `make artifacts`")
+    return Artifact(name=spec["binary"], path=binary, sha256=digest)
+
+
+def check(env: str) -> list[str]:
+    """Problems with the pins an apply to `env` uploads (for the preflight)."""
+    problems = []
+    try:
+        go = toolchain()
+    except KeyError:
+        return ["group_data/all.py: 'go_toolchain' is not set"]
+    for name, spec in pins(env).items():
+        try:
+            lookup(spec, name, go)
+        except ArtifactError as exc:
+            problems.append(f"artifacts: {exc}")
+    return problems
+
+
+# --- builds (control node, before pyinfra) -----------------------------------------------------
 
 EDITED_SRC = "edited-src"
 
@@ -78,50 +182,116 @@ def apply_edits(root: Path, edits: dict) -> None:
         path.write_text(text)
 
 
-def _edited_source(spec: dict, work: Path, env: dict) -> None:
+def _go(args: list[str], work: Path, env: dict, log) -> str:
+    proc = subprocess.run(["go", *args], cwd=work, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
+    if proc.returncode:
+        raise ArtifactError(f"`go {' '.join(args[:2])}` failed (exit {proc.returncode})")
+    return proc.stdout
+
+
+def _edited_source(spec: dict, work: Path, env: dict, log) -> None:
     """Copy the pinned module's source (from the module cache) into work/edited-src and edit it."""
-    out = subprocess.run(["go", "mod", "download", "-json", f"{spec['module']}@{spec['version']}"],
-                         cwd=work, env=env, check=True, capture_output=True, text=True).stdout
-    src = Path(json.loads(out)["Dir"])
+    out = _go(["mod", "download", "-json", f"{spec['module']}@{spec['version']}"], work, env, log)
     dest = work / EDITED_SRC
-    shutil.copytree(src, dest)
+    shutil.copytree(json.loads(out)["Dir"], dest)
     for path in [dest, *dest.rglob("*")]:
         path.chmod(path.stat().st_mode | 0o200)  # the module cache is read-only
     apply_edits(dest, spec["edits"])
 
 
-def build(spec: dict, goos: str = "linux", goarch: str = "amd64") -> Artifact:
-    """Return the cached binary for `spec`, building it with the Go toolchain if needed."""
-    spec = dict(spec, goos=goos, goarch=goarch)
-    name = spec["binary"]
-    out_dir = CACHE / f"{name}-{spec['version']}-{_key(spec)}"
-    binary = out_dir / name
-    digest_file = out_dir / f"{name}.sha256"
+def build(spec: dict, name: str | None = None, go: str | None = None) -> tuple[Artifact, bool]:
+    """Return (artifact, built): the cached binary for `spec`, built first if missing.
+
+    Safe to call from several greenlets or processes at once: no lock; each build
+    happens in its own directory and is published by an atomic rename.
+    """
+    name = name or spec["binary"]
+    go = go or toolchain()
+    where = f"{_where(name)} ({spec['module']}@{spec['version']})"
+    if spec.get("sha256"):
+        try:
+            return lookup(spec, name, go), False
+        except ArtifactError:
+            pass
+    if shutil.which("go") is None:
+        raise ArtifactError(f"{where}: no `go` on PATH; install Go 1.21 or later (the pinned {go} "
+                            "is then fetched through the module proxy)")
+    out_dir = cache_dir(spec, go)
     CACHE.mkdir(parents=True, exist_ok=True)
-    with open(CACHE / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (binary.exists() and digest_file.exists()):
-            print(f"[artifacts] building {name} {spec['version']} (cached afterwards)", flush=True)
-            with tempfile.TemporaryDirectory(prefix="codeb-build-") as work:
-                env = dict(os.environ, CGO_ENABLED="0", GOOS=goos, GOARCH=goarch, GOFLAGS="-mod=mod",
-                           GOTOOLCHAIN="local")
+    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=CACHE))
+    try:
+        work = stage / "work"
+        work.mkdir()
+        env = dict(os.environ, CGO_ENABLED="0", GOOS=GOOS, GOARCH=GOARCH, GOFLAGS="-mod=mod", GOTOOLCHAIN=go)
+        with open(stage / "build.log", "w") as log:
+            try:
                 if spec.get("edits"):
-                    _edited_source(spec, Path(work), env)
-                Path(work, "go.mod").write_text(_go_mod(spec))
-                tmp_bin = Path(work) / name
+                    _edited_source(spec, work, env, log)
+                (work / "go.mod").write_text(_go_mod(spec))
                 ldflags = " ".join(["-s", "-w", *([spec["ldflags"]] if spec.get("ldflags") else [])])
-                subprocess.run(
-                    ["go", "build", "-trimpath", "-ldflags", ldflags, "-o", str(tmp_bin),
-                     spec.get("package", spec["module"])],
-                    cwd=work, env=env, check=True,
-                )
-                out_dir.mkdir(parents=True, exist_ok=True)
-                shutil.move(str(tmp_bin), binary)
-                digest_file.write_text(sha256_file(binary) + "\n")
-        digest = digest_file.read_text().strip()
-    if sha256_file(binary) != digest:
-        raise RuntimeError(f"artifact {binary} does not match its recorded SHA-256; delete {out_dir} to rebuild")
-    return Artifact(name=name, path=binary, sha256=digest)
+                _go(["build", "-trimpath", "-ldflags", ldflags, "-o", str(stage / spec["binary"]),
+                     spec.get("package", spec["module"])], work, env, log)
+            except ArtifactError as exc:
+                log.flush()
+                tail = (stage / "build.log").read_text().splitlines()[-15:]
+                sys.stderr.write("".join(f"    {line}\n" for line in tail))
+                raise ArtifactError(f"{where}: {exc}") from None
+        digest = sha256_file(stage / spec["binary"])
+        if not spec.get("sha256"):
+            raise ArtifactError(f"{where} has no 'sha256': this build with {go} gave {digest}; "
+                                "record it next to the pin")
+        if digest != spec["sha256"]:
+            raise ArtifactError(f"{where}: built with {go}, SHA-256 {digest} is not the pinned {spec['sha256']}; "
+                                "check the toolchain and the pin before changing the digest")
+        shutil.rmtree(work, ignore_errors=True)
+        (stage / f"{spec['binary']}.sha256").write_text(digest + "\n")
+        try:
+            return lookup(spec, name, go), True  # another builder published the same pin first
+        except ArtifactError:
+            shutil.rmtree(out_dir, ignore_errors=True)  # absent, or a copy that no longer matches its pin
+        try:
+            stage.rename(out_dir)
+        except OSError:
+            pass  # published meanwhile by another builder: the lookup below verifies it
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return lookup(spec, name, go), True
+
+
+def build_all(env: str | None) -> int:
+    go = toolchain()
+    specs = {**pins(env), **tool_pins()}
+    failed = 0
+    print(f"[artifacts] toolchain {go}; {len(specs)} pin(s); cache {CACHE}", flush=True)
+    for name, spec in specs.items():
+        start = time.monotonic()
+        print(f"[artifacts] {name} {spec['version']}: ", end="", flush=True)
+        try:
+            artifact, built = build(spec, name, go)
+        except ArtifactError as exc:
+            print("failed", flush=True)
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            failed += 1
+            continue
+        took = time.monotonic() - start
+        print(f"{'built' if built else 'cached'} in {took:.1f} s (sha256 {artifact.sha256[:12]})", flush=True)
+    return 2 if failed else 0
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("build", "list"):
+        print(__doc__.split("\n\n")[0], file=sys.stderr)
+        return 2
+    env = argv[1] if len(argv) > 1 else None
+    if argv[0] == "build":
+        return build_all(env)
+    for name, spec in {**pins(env), **tool_pins()}.items():
+        try:
+            state = f"ok {lookup(spec, name).path}"
+        except ArtifactError as exc:
+            state = f"missing: {exc}"
+        print(f"{name:12} {spec['version']:40} {state}")
+    return 0
 
 
 def install(artifact: Artifact, dest: str):
@@ -133,3 +303,7 @@ def install(artifact: Artifact, dest: str):
     server.shell(name=f"Verify {artifact.name} checksum",
                  commands=[f"echo '{artifact.sha256}  {dest}' | sha256sum --check --quiet"], _if=put.did_change)
     return put
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,7 +1,8 @@
 """Checks that run while pyinfra loads an inventory, before any host is contacted.
 
 An inventory file ends with `<env> = environment_group("<env>", globals())`, which
-validates the registry, the inventory's groups and the environment's secrets and
+validates the registry, the inventory's groups, the environment's data, the pinned
+binaries built by `make artifacts` and the environment's secrets and
 returns the env group (all hosts, plus the secrets as group data). On any problem
 it prints one line per problem and exits non-zero, so pyinfra never connects.
 """
@@ -14,7 +15,7 @@ import runpy
 import sys
 from pathlib import Path
 
-from . import derive, registry, secrets
+from . import artifacts, derive, registry, secrets
 from .registry import HOST_GROUPS
 
 ENVIRONMENTS = ("production", "staging", "local")
@@ -93,6 +94,9 @@ def environment_group(env: str, groups: dict) -> tuple[list[str], dict]:
     render_only = os.environ.get("CODEB_RENDER_ONLY") == "1"
     if not render_only:
         problems.extend(check_environment_data(env))
+    if not render_only and not problems:
+        # The binaries the deploy uploads are built before pyinfra runs (`make artifacts`).
+        problems.extend(artifacts.check(env))
     if problems:
         _fail(problems)
     if render_only:

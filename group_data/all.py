@@ -75,13 +75,18 @@ unattended_upgrades_reboot = False
 node_exporter_port = 9100
 
 # Binaries Debian does not package: pinned Go module versions, built on the
-# control node by codeb/artifacts.py and uploaded with a checksum check.
+# control node by `make artifacts` (codeb/artifacts.py) before pyinfra runs, with the Go
+# toolchain below, and uploaded with a checksum check. Each `sha256` is the expected digest
+# of the linux/amd64 build with that toolchain: a build that gives another digest fails.
+# The toolchain is fetched through the Go module proxy when the local `go` is another release.
+go_toolchain = "go1.26.8"
 artifacts = {
     # MinIO community edition: source-only, no longer maintained upstream (see README).
     "minio": {
         "module": "github.com/minio/minio",
         "version": "v0.0.0-20260212201848-7aac2a2c5b7c",
         "binary": "minio",
+        "sha256": "166d850aaa1b30d5252eb332c4ed73020bcb54c23c848fea3880142c51147fd8",
     },
     # MinIO client, for buckets, users and policies on the storage host: the version
     # the pinned server itself requires (go.mod of the minio pin), same maintenance risk.
@@ -89,6 +94,7 @@ artifacts = {
         "module": "github.com/minio/mc",
         "version": "v0.0.0-20250313080218-cf909e1063a9",
         "binary": "mc",
+        "sha256": "b8129cab2b6b03455856292bdda51efd39877b105183c27b04cbdade546c913c",
     },
     # Centrifugo v6.9.1 (roles/streaming). Its go.mod requires centrifuge
     # v0.38.1-0.20260711082514-84d40cc4dbf6, which the Go module proxy does not serve (403);
@@ -104,6 +110,7 @@ artifacts = {
         "module": "github.com/centrifugal/centrifugo/v6",
         "version": "v6.9.1",
         "binary": "centrifugo",
+        "sha256": "3f6d8a01dadd6ff1623eeb4cbcfcaeab751c234d6a0098a88aa9a49b15ae8534",
         "ldflags": "-X github.com/centrifugal/centrifugo/v6/internal/build.Version=6.9.1",
         "replace": {
             "github.com/centrifugal/centrifuge": "github.com/centrifugal/centrifuge v0.40.1",
@@ -115,6 +122,16 @@ artifacts = {
                 ["push.UnmarshalVT(data)", "push.UnmarshalCF(data)"],
             ],
         },
+    },
+}
+# Control-node tools built the same way (not deployed): the workflow linter of the unit tests.
+tool_artifacts = {
+    "actionlint": {
+        "module": "github.com/rhysd/actionlint",
+        "version": "v1.7.12",
+        "package": "github.com/rhysd/actionlint/cmd/actionlint",
+        "binary": "actionlint",
+        "sha256": "659cbb6f3503da09c749493160d2bcc09eeb325add9f9c2eecde869123e65ad2",
     },
 }
 

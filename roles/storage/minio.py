@@ -63,8 +63,8 @@ def minio():
     files.directory(name="codeb helpers directory", path="/usr/local/lib/codeb", user="root", group="root",
                     mode="755")
 
-    artifacts.install(artifacts.build(data.artifacts["minio"]), BINARY)
-    artifacts.install(artifacts.build(data.artifacts["mc"]), MC)
+    artifacts.install(artifacts.lookup(data.artifacts["minio"], "minio"), BINARY)
+    artifacts.install(artifacts.lookup(data.artifacts["mc"], "mc"), MC)
 
     put_secret(ENV, r["env"], "600")
     put(UNIT, r["unit"], "644")

@@ -98,7 +98,7 @@ def ws_site(data, addrs: dict[str, list[str]]) -> str:
 def centrifugo():
     data = host.data
     addrs = group_addrs()
-    artifact = artifacts.build(data.artifacts["centrifugo"])
+    artifact = artifacts.lookup(data.artifacts["centrifugo"], "centrifugo")
 
     server.group(name=f"Group {USER}", group=USER, system=True)
     server.user(name=f"System user {USER}", user=USER, group=USER, system=True, home="/nonexistent",

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from codeb import artifacts
+
 REPO = Path(__file__).resolve().parents[2]
 PYINFRA = str(Path(sys.executable).parent / "pyinfra")
 
@@ -47,7 +49,7 @@ def apply(tmp_path):
     """Run the real pyinfra CLI on deploy.py against a local-shaped inventory whose SSH is our listener."""
     listener = Listener()
 
-    def run(registry_doc=None, secrets_doc=None, groups=None):
+    def run(registry_doc=None, secrets_doc=None, groups=None, artifact_cache=None):
         secrets_file = tmp_path / "secrets.yml"
         if secrets_doc is None:
             from codeb import derive, registry
@@ -58,7 +60,9 @@ def apply(tmp_path):
         key_file = tmp_path / "deploy.pub"
         key_file.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOx7Zk4P0y1bq3ZPpYQxWm2u8u0F3yYk1e7m1s2d3f4g unit-test\n")
         env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CODEB_SECRETS_FILE": str(secrets_file),
-               "CODEB_DEPLOY_PUBLIC_KEY_FILE": str(key_file)}
+               "CODEB_DEPLOY_PUBLIC_KEY_FILE": str(key_file),
+               # The binaries `make artifacts` built (a prerequisite of `make test-unit`).
+               "CODEB_ARTIFACT_CACHE": str(artifact_cache or artifacts.CACHE)}
         if registry_doc is not None:
             reg_file = tmp_path / "projects.yml"
             reg_file.write_text(yaml.safe_dump(registry_doc))
@@ -129,3 +133,18 @@ def test_valid_input_does_reach_the_hosts(apply):
     run, listener = apply
     proc = run()
     assert listener.connections > 0, proc.stdout + proc.stderr
+
+
+def test_unbuilt_artifacts_stop_before_any_connection(apply, tmp_path):
+    """The deploy never compiles: a pin `make artifacts` has not built is one line naming it and the command."""
+    run, listener = apply
+    empty = tmp_path / "no-artifacts"
+    empty.mkdir()
+    proc = run(artifact_cache=empty)
+    assert proc.returncode == 2
+    lines = [e for e in errors(proc) if "artifacts:" in e]
+    assert sorted(name for name in artifacts.pins("local") if any(f"artifacts[{name!r}]" in e for e in lines)) \
+        == sorted(artifacts.pins("local")), proc.stderr
+    assert all("run `make artifacts`" in e for e in lines), proc.stderr
+    assert "no host was contacted" in proc.stderr
+    assert listener.connections == 0

@@ -9,13 +9,11 @@ from codeb import artifacts
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
-# A maintained linter for Actions workflows, built from its pinned Go module (not packaged by Debian).
-ACTIONLINT = {"module": "github.com/rhysd/actionlint", "version": "v1.7.12",
-              "package": "github.com/rhysd/actionlint/cmd/actionlint", "binary": "actionlint"}
 
 
 def test_actionlint_accepts_every_workflow():
-    tool = artifacts.build(ACTIONLINT)
+    # A maintained linter for Actions workflows (not packaged by Debian), built by `make artifacts`.
+    tool = artifacts.lookup(artifacts.tool_pins()["actionlint"], "actionlint")
     proc = subprocess.run([str(tool.path), "-no-color", *map(str, WORKFLOWS)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
