@@ -34,7 +34,7 @@ def log(msg: str) -> None:
 
 
 def inventory() -> dict[str, dict]:
-    """name -> {"addr": private address, "groups": [...]} from inventory/local.py."""
+    """name -> {"addr": public address, "private": private address, "groups": [...]}."""
     return inventory_groups()
 
 
@@ -43,7 +43,13 @@ def hosts_in(group: str) -> list[str]:
 
 
 def addr(name: str) -> str:
+    """The host's public address (reachable from this machine)."""
     return inventory()[name]["addr"]
+
+
+def private(name: str) -> str:
+    """The host's private (mesh) address, for commands that run on the guests."""
+    return inventory()[name]["private"]
 
 
 def group_data() -> dict:

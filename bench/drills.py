@@ -44,11 +44,13 @@ from bench.common import (
     inventory,
     load_results,
     log,
+    private,
     sh,
     ssh,
     wait_for,
 )
 from codeb.run import count_changes
+from lab.topology import ssh_tunnel
 
 OP_LINE = re.compile(r"^--> Starting operation: (.*)$")
 
@@ -299,10 +301,12 @@ def drill_stop_storage() -> Drill:
 
 
 def prom(path: str):
+    """Prometheus is on the backup host's private address: through an admin's SSH tunnel."""
     data = group_data()
-    url = f"http://{addr(hosts_in('backup')[0])}:{data['prometheus_port']}{path}"
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        return json.load(resp)["data"]
+    backup = hosts_in("backup")[0]
+    with ssh_tunnel(backup, private(backup), data["prometheus_port"]) as base:
+        with urllib.request.urlopen(base + path, timeout=10) as resp:
+            return json.load(resp)["data"]
 
 
 def firing(alert: str) -> bool:

@@ -41,6 +41,7 @@ from bench.common import (
     hosts_in,
     lab_secret,
     log,
+    private,
     ratio,
     save_section,
     ssh,
@@ -110,7 +111,7 @@ def publish(channel: str) -> list:
     data = group_data()
     streaming = hosts_in("streaming")[0]
     app = hosts_in("app")[0]
-    cmd = (f"python3 -c {shlex.quote(PUBLISHER)} {addr(streaming)} {data['centrifugo_internal_port']} "
+    cmd = (f"python3 -c {shlex.quote(PUBLISHER)} {private(streaming)} {data['centrifugo_internal_port']} "
            f"{channel} {MESSAGES} {INTERVAL}")
     proc = ssh(app, cmd, stdin=lab_secret("centrifugo_api_key") + "\n", sudo=False,
                timeout=60 + MESSAGES * INTERVAL)
@@ -127,7 +128,7 @@ def rss_kib(host: str, comm: str) -> int:
 def num_clients() -> int | None:
     """Centrifugo's own count of connections, from its API (asked from the app host)."""
     data = group_data()
-    api = f"http://{addr(hosts_in('streaming')[0])}:{data['centrifugo_internal_port']}/api/info"
+    api = f"http://{private(hosts_in('streaming')[0])}:{data['centrifugo_internal_port']}/api/info"
     script = ('set -eu; h=$(mktemp); trap \'rm -f "$h"\' EXIT; cat > "$h"; '
               f'curl -sS --fail --max-time 5 -H @"$h" -X POST -d "{{}}" {api}')
     proc = ssh(hosts_in("app")[0], script, stdin=f"X-API-Key: {lab_secret('centrifugo_api_key')}\n", sudo=False)

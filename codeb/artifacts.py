@@ -84,10 +84,13 @@ def toolchain() -> str:
 
 def pins(env: str | None = None) -> dict[str, dict]:
     """Every deployed pin (group_data/all.py `artifacts`, overridden per name by the
-    environment's file), keyed by name."""
+    environment's file, plus its userspace WireGuard when it has one), keyed by name."""
     merged = dict(_group_data("all").get("artifacts") or {})
     if env:
-        merged.update(_group_data(env).get("artifacts") or {})
+        data = _group_data(env)
+        merged.update(data.get("artifacts") or {})
+        if data.get("wireguard_userspace"):
+            merged["wireguard-go"] = data["wireguard_userspace"]
     return merged
 
 
@@ -295,14 +298,12 @@ def main(argv: list[str]) -> int:
 
 
 def install(artifact: Artifact, dest: str):
-    """pyinfra operations: upload when different, then verify the checksum on the host."""
-    from pyinfra.operations import files, server
+    """pyinfra operation: when the host's copy differs, upload next to `dest`, check the
+    SHA-256 there, then rename over `dest` (roles.files.put_binary): never a partial binary,
+    never a copy over a running program."""
+    from roles.files import put_binary
 
-    put = files.put(name=f"Install {artifact.name} ({artifact.sha256[:12]})", src=str(artifact.path), dest=dest,
-                    user="root", group="root", mode="755")
-    server.shell(name=f"Verify {artifact.name} checksum",
-                 commands=[f"echo '{artifact.sha256}  {dest}' | sha256sum --check --quiet"], _if=put.did_change)
-    return put
+    return put_binary(dest, artifact.path, artifact.sha256, artifact.name)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ themselves, so a naming rule changes in exactly one place.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import ipaddress
 from collections.abc import Iterable, Mapping
 
@@ -55,6 +58,7 @@ def origins(instances: Iterable[Instance]) -> list[str]:
 
 # --- secrets ------------------------------------------------------------------------
 
+SECRET_WIREGUARD_SEED = "wireguard_seed"
 # Secrets that exist once per environment.
 PLATFORM_SECRETS = (
     "centrifugo_hmac_secret",
@@ -69,6 +73,10 @@ PLATFORM_SECRETS = (
     # REST server logins; each host receives only the values derived for it.
     "restic_repo_password",
     "restic_server_password",
+    # The private network: seeds every host's WireGuard key (wireguard_private_key).
+    SECRET_WIREGUARD_SEED,
+    # The platform CA's private key (codeb/pki.py), unless the environment names CA files.
+    "platform_ca_key",
 )
 
 
@@ -115,10 +123,54 @@ def centrifugo_urls(platform_domain: str, streaming_addr: str, internal_port: in
     }
 
 
+# --- private network (WireGuard mesh) ----------------------------------------------------
+
+# One platform secret (SECRET_WIREGUARD_SEED) seeds every host's WireGuard key:
+# key = HMAC-SHA256(seed, host name). Keys are per environment (each has its own seed) and
+# per host; a host's private key is rendered only into that host's wg0.conf, its peers get
+# the public key.
+
+
+def wireguard_private_key(seed: str, host_name: str) -> str:
+    digest = hmac.new(seed.encode(), f"wireguard:{host_name}".encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def wireguard_public_key(private_key: str) -> str:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    key = X25519PrivateKey.from_private_bytes(base64.b64decode(private_key))  # clamped like `wg pubkey`
+    return base64.b64encode(key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+
+
+def wireguard_config(host_name: str, peers: Iterable[Mapping], seed: str, port: int, network: str) -> dict:
+    """wg0.conf values for one host: its address and key, and every other platform host as a
+    peer reached on its public address, allowed only its own private address."""
+    peers = list(peers)
+    me = next(p for p in peers if p["name"] == host_name)
+    prefix = ipaddress.ip_network(network).prefixlen
+    return {
+        "address": f"{me['private_ip']}/{prefix}",
+        "port": port,
+        "private_key": wireguard_private_key(seed, host_name),
+        "peers": [
+            {"name": p["name"], "endpoint": p["public_ip"], "allowed_ip": p["private_ip"],
+             "public_key": wireguard_public_key(wireguard_private_key(seed, p["name"]))}
+            for p in peers if p["name"] != host_name
+        ],
+    }
+
+
 # --- firewall -------------------------------------------------------------------------
 
 
-def _normalise_sources(sources: Iterable[str], group_addrs: Mapping[str, list[str]], admin_networks: list[str]):
+def _host_net(addr: str) -> str:
+    return f"{addr}/32" if ":" not in addr else f"{addr}/128"
+
+
+def _normalise_sources(sources: Iterable[str], group_addrs: Mapping[str, list[str]], admin_networks: list[str],
+                       public_addrs: Iterable[str] = ()):
     """Resolve source names to a sorted list of networks, or None for 'anyone'."""
     nets: set[str] = set()
     for src in sources:
@@ -126,13 +178,16 @@ def _normalise_sources(sources: Iterable[str], group_addrs: Mapping[str, list[st
             return None
         if src == "@admin":
             nets.update(admin_networks)
+        elif src == "@platform":
+            # Every platform host's public address (the mesh's own transport).
+            nets.update(_host_net(a) for a in public_addrs)
         elif src.endswith("@cluster") and src[: -len("@cluster")] in group_addrs:
             # The group's hosts, only when it has several (e.g. streaming hosts sharing Redis).
             members = group_addrs[src[: -len("@cluster")]]
             if len(members) > 1:
-                nets.update(f"{a}/32" if ":" not in a else f"{a}/128" for a in members)
+                nets.update(_host_net(a) for a in members)
         elif src in group_addrs:
-            nets.update(f"{a}/32" if ":" not in a else f"{a}/128" for a in group_addrs[src])
+            nets.update(_host_net(a) for a in group_addrs[src])
         else:
             raise ValueError(f"firewall: unknown source {src!r}")
     # Collapse and sort for a stable rendering.
@@ -159,11 +214,16 @@ def firewall_rules(
     services: Mapping[str, Mapping],
     group_addrs: Mapping[str, list[str]],
     admin_networks: list[str],
+    public_addrs: Iterable[str] = (),
+    private_interface: str | None = None,
 ) -> list[dict]:
     """Allow rules for one host: each service that runs on one of its groups.
 
     `services` maps a service name to {port, proto (tcp/udp/both), on (group or 'all'),
-    from (groups, '@admin', '@any')}. Services with no allowed source yield no rule
+    from (groups, '@admin', '@any', '@platform')}. Host groups stand for the hosts'
+    private addresses, '@platform' for their public ones. A service reached only from
+    host groups is internal: its rule also requires the private interface (`iif`), so
+    it is never open on the public side. Services with no allowed source yield no rule
     (default deny), never an open port.
     """
     groups = set(host_groups)
@@ -172,9 +232,10 @@ def firewall_rules(
         on = svc["on"]
         if on != "all" and on not in groups:
             continue
-        saddrs = _normalise_sources(svc["from"], group_addrs, admin_networks)
+        saddrs = _normalise_sources(svc["from"], group_addrs, admin_networks, public_addrs)
         if saddrs == []:
             continue
+        internal = all(not src.startswith("@") for src in svc["from"])
         protos = ("tcp", "udp") if svc.get("proto", "tcp") == "both" else (svc.get("proto", "tcp"),)
         for proto in protos:
             rules.append(
@@ -182,6 +243,7 @@ def firewall_rules(
                     "name": name,
                     "port": _port(svc["port"]),
                     "proto": proto,
+                    "iif": private_interface if internal else None,
                     "v4": None if saddrs is None else [s for s in saddrs if ":" not in s],
                     "v6": None if saddrs is None else [s for s in saddrs if ":" in s],
                 }
@@ -448,9 +510,16 @@ def app_volume(inst: Instance) -> str:
     return f"{inst.name}-data"
 
 
-def database_url(inst: Instance, password: str, host: str, port: int) -> str:
-    """The instance's own role and database on the storage host, TLS required (pg_hba: hostssl)."""
-    return f"postgresql://{db_role(inst)}:{password}@{host}:{port}/{db_name(inst)}?sslmode=require"
+# The platform CA's certificate on the hosts (and mounted into app containers): clients
+# verify internal TLS servers against it (PostgreSQL: sslmode=verify-full).
+PLATFORM_CA_FILE = "/etc/codeb/platform-ca.crt"
+
+
+def database_url(inst: Instance, password: str, host: str, port: int, ca_file: str | None = None) -> str:
+    """The instance's own role and database on the storage host over TLS (pg_hba: hostssl).
+    With the platform CA, the server's certificate is verified for `host` (verify-full)."""
+    tls = f"sslmode=verify-full&sslrootcert={ca_file}" if ca_file else "sslmode=require"
+    return f"postgresql://{db_role(inst)}:{password}@{host}:{port}/{db_name(inst)}?{tls}"
 
 
 def redis_url(inst: Instance, password: str, host: str, port: int) -> str:
@@ -478,15 +547,21 @@ def app_env(
     redis_port: int,
     minio_port: int,
     centrifugo_internal_port: int,
+    database_host: str | None = None,
+    ca_file: str | None = None,
 ) -> dict[str, str]:
     """The instance's environment (its env file), in a stable order.
+
+    `database_host` is the name in the storage host's certificate (default: its address);
+    with `ca_file`, PostgreSQL clients verify it (verify-full).
 
     PORT is the registry port: the app listens on it inside its container; the blue
     and green slots publish it on their own slot ports on the host.
     """
     env = {"NODE_ENV": APP_NODE_ENV, "PORT": str(inst.port)}
     if "database" in inst.needs:
-        env["DATABASE_URL"] = database_url(inst, secrets[secret_db_password(inst)], storage_addr, postgresql_port)
+        env["DATABASE_URL"] = database_url(inst, secrets[secret_db_password(inst)], database_host or storage_addr,
+                                           postgresql_port, ca_file)
     if "redis" in inst.needs:
         env["REDIS_URL"] = redis_url(inst, secrets[secret_redis_password(inst)], storage_addr, redis_port)
         env["REDIS_PREFIX"] = redis_env_prefix(inst)

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from . import registry
+from . import registry, ssh
 from .run import GROUPS, REPO
 
 
@@ -47,12 +47,8 @@ def checks_for(groups: list[str], table: dict) -> list[tuple[str, str]]:
 def probe(name: str, data: dict, checks: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
     script = "\n".join(f"if {cmd} >/dev/null 2>&1; then echo 'ok {label}'; else echo 'FAIL {label}'; fi"
                        for label, cmd in checks)
-    ssh = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "StrictHostKeyChecking=no",
-           "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
-    if data.get("ssh_key"):
-        ssh += ["-i", str(REPO / data["ssh_key"]), "-o", "IdentitiesOnly=yes"]
-    ssh += [f"{data.get('ssh_user', 'deploy')}@{data['ssh_hostname']}", "sudo -n sh -s"]
-    proc = subprocess.run(ssh, input=script, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(ssh.command(data, "sudo -n sh -s", connect_timeout=5), input=script, capture_output=True,
+                          text=True, timeout=120)
     if proc.returncode != 0 and not proc.stdout:
         return [(name, "ssh", "FAIL")]
     rows = []

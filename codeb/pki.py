@@ -1,27 +1,41 @@
-"""TLS certificates for the backup transports (pgBackRest's TLS server, rest-server),
-issued on the control node by the environment's backup CA.
+"""The platform CA and the internal TLS certificates it issues (pgBackRest, rest-server,
+PostgreSQL), on the control node, deterministically.
 
-The CA is data (`backup_ca = {"cert": path, "key": path}`, relative to the repository
-or absolute): the local topology uses the harness's root CA (.lab/ca); an environment
-without one gets a dedicated CA created once in its PKI directory. Issued certificates
-and keys are kept in the PKI directory and reused, so an apply uploads the same files
-again (no change) until a certificate nears expiry, its names change or the CA does.
+The CA is a secret of the environment: its private key is the secret `platform_ca_key`
+(created once by `make secrets ENV=<env>`, kept in the encrypted secrets file like every
+other secret), and its certificate is derived from that key. An environment may instead
+name CA files as data (`backup_ca = {"cert": path, "key": path}`, relative to the
+repository or absolute): the local topology uses the harness's root CA (.lab/ca). Nothing
+here ever creates a CA: an apply without one stops with a line naming `make secrets`.
 
-PKI directory: $CODEB_PKI_DIR, else .lab/pki/<env> for local and
-~/.config/codeb/pki/<env> elsewhere (next to the age identity; back it up with it).
-Private keys are uploaded with roles.files.put_secret only.
+Every certificate, and its key, is a pure function of the CA key, the certificate's name
+and DNS names, and the current validity period (one year, certificates valid for two):
+any control node, a CI runner with an empty home included, issues byte-identical files,
+so an apply uploads nothing new and restarts nothing until the period turns (once a year)
+or the names change. ECDSA P-256 with deterministic signatures (RFC 6979); leaf keys are
+derived from the CA key with HMAC-SHA512.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
+import hashlib
+import hmac
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-VALID_DAYS = 825
-RENEW_DAYS = 30
+SECRET_CA_KEY = "platform_ca_key"
+# The derived CA certificate's fixed validity (it changes only with its key).
+CA_NOT_BEFORE = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+CA_NOT_AFTER = dt.datetime(2046, 1, 1, tzinfo=dt.timezone.utc)
+PERIOD = dt.timedelta(days=365)
+# P-256's group order: derived private scalars are reduced into [1, n-1].
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+class CAError(Exception):
+    """The environment has no CA: one line naming what to run."""
 
 
 @dataclass(frozen=True)
@@ -31,117 +45,107 @@ class Issued:
     ca: str  # PEM of the issuing CA
 
 
-def pki_dir(env: str) -> Path:
-    override = os.environ.get("CODEB_PKI_DIR")
-    if override:
-        return Path(override) / env
-    if env == "local":
-        return REPO / ".lab" / "pki" / env
-    return Path.home() / ".config" / "codeb" / "pki" / env
-
-
 def _resolve(path: str) -> Path:
     p = Path(path).expanduser()
     return p if p.is_absolute() else REPO / p
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
 
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def load_ca(env: str, ca: dict | None):
-    """(certificate, private key) of the environment's backup CA, creating a dedicated one
-    in the PKI directory when the data names none."""
+def _ecdsa():
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.ECDSA(hashes.SHA256(), deterministic_signing=True)
+
+
+def new_ca_key_pem() -> str:
+    """A new CA private key (PEM), for `make secrets`."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+def _ca_cert_from_key(env: str, key):
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
+
+    public = key.public_key().public_bytes(serialization.Encoding.DER,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"codeb {env} platform CA")])
+    return (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(int.from_bytes(hashlib.sha256(public).digest()[:16], "big") | 1)
+            .not_valid_before(CA_NOT_BEFORE).not_valid_after(CA_NOT_AFTER)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                         content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False,
+                                         encipher_only=False, decipher_only=False), critical=True)
+            .sign(key, hashes.SHA256(), ecdsa_deterministic=True))
+
+
+def load_ca(env: str, ca: dict | None, secrets: dict | None = None):
+    """(certificate, private key) of the environment's CA: the data's CA files, else the
+    secret `platform_ca_key`. Never creates one."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
 
     if ca:
         cert_path, key_path = _resolve(ca["cert"]), _resolve(ca["key"])
-    else:
-        cert_path, key_path = pki_dir(env) / "ca.crt", pki_dir(env) / "ca.key"
-        if not cert_path.exists():
-            key = ec.generate_private_key(ec.SECP256R1())
-            name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"codeb {env} backup CA")])
-            now = _now()
-            cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-                    .serial_number(x509.random_serial_number())
-                    .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=3650))
-                    .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-                    .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                                 content_commitment=False, key_encipherment=False,
-                                                 data_encipherment=False, key_agreement=False,
-                                                 encipher_only=False, decipher_only=False), critical=True)
-                    .sign(key, hashes.SHA256()))
-            _write_private(key_path, key.private_bytes(serialization.Encoding.PEM,
-                                                       serialization.PrivateFormat.PKCS8,
-                                                       serialization.NoEncryption()))
-            cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    if not cert_path.exists() or not key_path.exists():
-        raise FileNotFoundError(f"backup CA: {cert_path} or {key_path} is missing")
-    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-    return cert, key
+        if not cert_path.exists() or not key_path.exists():
+            raise CAError(f"platform CA: {cert_path} or {key_path} is missing")
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        return cert, serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    pem = (secrets or {}).get(SECRET_CA_KEY)
+    if not pem:
+        raise CAError(f"platform CA: the secret {SECRET_CA_KEY!r} is missing for {env!r}: "
+                      f"run `make secrets ENV={env}` (CI never creates a CA)")
+    key = serialization.load_pem_private_key(pem.encode(), password=None)
+    return _ca_cert_from_key(env, key), key
 
 
-def ca_pem(env: str, ca: dict | None) -> str:
-    """The backup CA's certificate (what clients trust)."""
+def ca_pem(env: str, ca: dict | None, secrets: dict | None = None) -> str:
+    """The CA's certificate (what clients trust)."""
     from cryptography.hazmat.primitives import serialization
 
-    return load_ca(env, ca)[0].public_bytes(serialization.Encoding.PEM).decode()
+    return load_ca(env, ca, secrets)[0].public_bytes(serialization.Encoding.PEM).decode()
 
 
-def _usable(cert, ca_cert, names: list[str]) -> bool:
-    from cryptography import x509
-
-    try:
-        cert.verify_directly_issued_by(ca_cert)
-    except Exception:
-        return False
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return False
-    if sorted(san.get_values_for_type(x509.DNSName)) != sorted(names):
-        return False
-    return cert.not_valid_after_utc - _now() > dt.timedelta(days=RENEW_DAYS)
+def _period(ca_cert, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    start = ca_cert.not_valid_before_utc
+    k = max(0, (now - start) // PERIOD)
+    begin = start + k * PERIOD
+    return begin, min(begin + 2 * PERIOD, ca_cert.not_valid_after_utc)
 
 
-def issue(env: str, ca: dict | None, name: str, dns_names: list[str]) -> Issued:
-    """A certificate for `dns_names` (first one is the CN), valid as TLS server and client,
-    reused from the PKI directory while it stays valid for these names and this CA."""
+def issue(env: str, ca: dict | None, name: str, dns_names: list[str], secrets: dict | None = None,
+          now: dt.datetime | None = None) -> Issued:
+    """A certificate for `dns_names` (the first is the CN), valid as TLS server and client;
+    the same bytes on every control node for the same CA, names and period."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    ca_cert, ca_key = load_ca(env, ca)
-    ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM).decode()
-    d = pki_dir(env)
-    cert_path, key_path = d / f"{name}.crt", d / f"{name}.key"
-    if cert_path.exists() and key_path.exists():
-        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        if _usable(cert, ca_cert, dns_names):
-            return Issued(cert=cert_path.read_text(), key=key_path.read_text(), ca=ca_pem)
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
+    ca_cert, ca_key = load_ca(env, ca, secrets)
+    ca_der = ca_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption())
+    label = "\0".join([name, *dns_names]).encode()
+    scalar = int.from_bytes(hmac.new(ca_der, b"leaf-key\0" + label, hashlib.sha512).digest(), "big")
+    key = ec.derive_private_key(scalar % (P256_ORDER - 1) + 1, ec.SECP256R1())
+    begin, end = _period(ca_cert, now or _now())
+    serial = int.from_bytes(hashlib.sha256(label + begin.isoformat().encode()).digest()[:16], "big") | 1
     cert = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0])]))
             .issuer_name(ca_cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(min(now + dt.timedelta(days=VALID_DAYS), ca_cert.not_valid_after_utc))
+            .serial_number(serial)
+            .not_valid_before(begin).not_valid_after(end)
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
@@ -150,8 +154,8 @@ def issue(env: str, ca: dict | None, name: str, dns_names: list[str]) -> Issued:
                                          crl_sign=False, content_commitment=False, data_encipherment=False,
                                          key_agreement=False, encipher_only=False, decipher_only=False),
                            critical=True)
-            .sign(ca_key, hashes.SHA256()))
-    _write_private(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return Issued(cert=cert_path.read_text(), key=key_path.read_text(), ca=ca_pem)
+            .sign(ca_key, hashes.SHA256(), ecdsa_deterministic=True))
+    pem = serialization.PrivateFormat.PKCS8
+    return Issued(cert=cert.public_bytes(serialization.Encoding.PEM).decode(),
+                  key=key.private_bytes(serialization.Encoding.PEM, pem, serialization.NoEncryption()).decode(),
+                  ca=ca_cert.public_bytes(serialization.Encoding.PEM).decode())

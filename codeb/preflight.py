@@ -9,6 +9,7 @@ it prints one line per problem and exits non-zero, so pyinfra never connects.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import runpy
@@ -19,6 +20,8 @@ from . import artifacts, derive, registry, secrets
 from .registry import HOST_GROUPS
 
 ENVIRONMENTS = ("production", "staging", "local")
+# Environments on the internet: SSH there is never open to everyone.
+PUBLIC_ENVIRONMENTS = ("production", "staging")
 
 
 def _fail(problems: list[str]) -> None:
@@ -61,14 +64,71 @@ def check_environment_data(env: str) -> list[str]:
         problems.append(f"{where}: 'environment' must be {env!r}")
     if not registry.valid_domain(data.get("platform_domain") or ""):
         problems.append(f"{where}: 'platform_domain' is missing or malformed")
-    if not data.get("admin_networks"):
-        problems.append(f"{where}: 'admin_networks' is empty: nobody could reach SSH")
+    problems.extend(check_admin_networks(env, data.get("admin_networks")))
     key = data.get("deploy_ssh_public_key")
-    if not key or not SSH_KEY_RE.match(key):
+    if not key or not SSH_KEY_RE.fullmatch(key):
         problems.append(
             f"{where}: 'deploy_ssh_public_key' is not set to an SSH public key "
             "(the deploy account's key; for local, `make up` generates it)"
         )
+    return problems
+
+
+def setting(env: str, key: str):
+    """A group-data value as the env's hosts see it: group_data/<env>.py, else all.py."""
+    base = Path(__file__).resolve().parent.parent / "group_data"
+    for name in (env, "all"):
+        path = base / f"{name}.py"
+        if path.exists():
+            data = runpy.run_path(str(path))
+            if key in data:
+                return data[key]
+    return None
+
+
+def check_admin_networks(env: str, networks) -> list[str]:
+    """SSH (and every admin path) is open only to these: explicit networks, never everyone."""
+    where = f"group_data/{env}.py"
+    if not networks:
+        return [f"{where}: 'admin_networks' is empty: nobody could reach SSH"]
+    problems = []
+    for net in networks:
+        try:
+            parsed = ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            problems.append(f"{where}: 'admin_networks' entry {net!r} is not a network")
+            continue
+        if parsed.prefixlen == 0 and env in PUBLIC_ENVIRONMENTS:
+            problems.append(f"{where}: 'admin_networks' entry {net!r} opens SSH to the whole internet; "
+                            "list the admins' and CI's networks")
+    return problems
+
+
+def check_addresses(groups: dict, network: str) -> list[str]:
+    """Every host has a public address and a private one inside the private network, and
+    the two differ: nothing internal may end up on a public address."""
+    problems = []
+    private_net = ipaddress.ip_network(network)
+    seen: dict[str, str] = {}
+    for name, hosts in groups.items():
+        if name not in HOST_GROUPS or not isinstance(hosts, (list, tuple)):
+            continue
+        for entry in hosts:
+            host, data = entry if isinstance(entry, tuple) else (entry, {})
+            private, public = data.get("private_ip"), data.get("public_ip")
+            where = f"inventory: host {host!r}"
+            if not public:
+                problems.append(f"{where} has no 'public_ip'")
+            try:
+                if ipaddress.ip_address(private) not in private_net:
+                    problems.append(f"{where}: 'private_ip' {private} is outside the private network {network}")
+            except ValueError:
+                problems.append(f"{where}: 'private_ip' {private!r} is not an address")
+                continue
+            if public == private:
+                problems.append(f"{where}: 'private_ip' equals 'public_ip': internal services would be public")
+            if seen.setdefault(private, host) != host:
+                problems.append(f"{where}: 'private_ip' {private} is also {seen[private]!r}'s")
     return problems
 
 
@@ -91,6 +151,8 @@ def environment_group(env: str, groups: dict) -> tuple[list[str], dict]:
         problems.extend(exc.problems)
         reg = None
     problems.extend(check_inventory(groups))
+    if reg is not None and not problems:
+        problems.extend(check_addresses(groups, setting(env, "private_network")))
     render_only = os.environ.get("CODEB_RENDER_ONLY") == "1"
     if not render_only:
         problems.extend(check_environment_data(env))

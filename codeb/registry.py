@@ -35,7 +35,9 @@ PROJECT_KEYS = {"description", "image", "needs", "environments", "lb_policy", "g
 ENV_KEYS = {"port", "domains", "image", "tag", "group"}
 
 # A name must be usable as a DNS label, a SQL identifier (after '-' -> '_'),
-# a Redis key prefix and an S3 bucket name.
+# a Redis key prefix and an S3 bucket name. Every pattern is applied with fullmatch:
+# `$` alone also matches before a trailing newline, which would reach pg_hba, the
+# Caddyfile and Quadlet's Image=.
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,22}[a-z0-9]$")
 LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*[a-z0-9]$")
@@ -85,7 +87,7 @@ def valid_domain(domain: str) -> bool:
     if not isinstance(domain, str) or len(domain) > 253 or "." not in domain:
         return False
     labels = domain.split(".")
-    if not all(LABEL_RE.match(label) for label in labels):
+    if not all(LABEL_RE.fullmatch(label) for label in labels):
         return False
     # The top-level label is alphabetic.
     return labels[-1].isalpha() and len(labels[-1]) >= 2
@@ -93,7 +95,7 @@ def valid_domain(domain: str) -> bool:
 
 def _check_project(name, spec, problems: list[str]) -> list[Instance]:
     where = f"project {name!r}"
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         problems.append(
             f"{where}: name must match {NAME_RE.pattern} (DNS label, SQL identifier, Redis prefix)"
         )
@@ -103,6 +105,9 @@ def _check_project(name, spec, problems: list[str]) -> list[Instance]:
         return []
     for key in sorted(set(spec) - PROJECT_KEYS):
         problems.append(f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(PROJECT_KEYS))})")
+    description = spec.get("description", "")
+    if not isinstance(description, str) or len(description) > 200 or not description.isprintable():
+        problems.append(f"{where}: field 'description' must be one line of printable text (at most 200 characters)")
 
     needs = spec.get("needs", {}) or {}
     if not isinstance(needs, dict):
@@ -162,11 +167,11 @@ def _check_project(name, spec, problems: list[str]) -> list[Instance]:
                 problems.append(f"{ewhere}: field 'domains' has malformed domain {domain!r}")
 
         image = espec.get("image", default_image)
-        if not isinstance(image, str) or not IMAGE_RE.match(image) or "@" in image:
+        if not isinstance(image, str) or not IMAGE_RE.fullmatch(image) or "@" in image:
             problems.append(f"{ewhere}: field 'image' {image!r} must be a repository reference without tag")
             image = ""
         tag = espec.get("tag")
-        if not isinstance(tag, str) or not TAG_RE.match(tag):
+        if not isinstance(tag, str) or not TAG_RE.fullmatch(tag):
             problems.append(f"{ewhere}: field 'tag' {tag!r} must be a tag or a sha256 digest")
             tag = ""
 

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from codeb import ssh  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 PYINFRA = str(Path(sys.executable).parent / "pyinfra")
 LOGS = REPO / ".lab" / "logs"
@@ -38,14 +40,8 @@ def inventory_hosts(env: str) -> list[tuple[str, dict]]:
 
 
 def reachable_as(user: str, data: dict) -> bool:
-    cmd = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "StrictHostKeyChecking=no",
-           "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
-    if data.get("ssh_key"):
-        cmd += ["-i", str(REPO / data["ssh_key"]), "-o", "IdentitiesOnly=yes"]
-    if data.get("ssh_port"):
-        cmd += ["-p", str(data["ssh_port"])]
-    cmd += [f"{user}@{data['ssh_hostname']}", "sudo -n true"]
-    return subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+    return subprocess.run(ssh.command(data, "sudo -n true", user=user, connect_timeout=5), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL).returncode == 0
 
 
 def pyinfra(args: list[str], name: str, yes: bool = True) -> tuple[int, str]:
@@ -120,6 +116,12 @@ def plan(env: str) -> int:
 def bootstrap(env: str) -> int:
     """Fresh hosts reachable as root get the deploy account, then the whole deploy runs."""
     hosts = inventory_hosts(env)
+    # Trust on first use, here only: a host the known_hosts file does not know yet gets its
+    # keys recorded (fingerprints printed); a known host is always checked strictly.
+    for name, data in hosts:
+        if not ssh.is_known(data):
+            for line in ssh.record(name, data):
+                log(f"recorded host key of {name}: {line}")
     fresh = [name for name, data in hosts if not reachable_as(data.get("ssh_user", "deploy"), data)]
     if fresh:
         log(f"bootstrap as root: {', '.join(fresh)}")

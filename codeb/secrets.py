@@ -30,6 +30,16 @@ def generate() -> str:
     return "".join(_random.choice(ALPHABET) for _ in range(LENGTH))
 
 
+def _new_ca_key() -> str:
+    from codeb import pki
+
+    return pki.new_ca_key_pem()
+
+
+# Secrets of another shape than a random string: the platform CA's private key (PEM).
+GENERATORS = {"platform_ca_key": _new_ca_key}
+
+
 def secrets_file(env: str) -> Path:
     override = os.environ.get("CODEB_SECRETS_FILE")
     if override:
@@ -149,7 +159,7 @@ def ensure(env: str, required: list[str]) -> list[str]:
     values = read(env)
     added = [name for name in required if name not in values]
     for name in added:
-        values[name] = generate()
+        values[name] = GENERATORS.get(name, generate)()
     if added or not secrets_file(env).exists():
         write(env, values)
     return added

@@ -25,11 +25,33 @@ team_roles = {
 deploy_user = "deploy"
 ssh_group = "ssh-users"
 
+# The private network. Every host has a public address (`public_ip` in the inventory:
+# SSH from admin_networks, and the public services) and a private one (`private_ip`,
+# inside private_network) on which every internal service binds and is allowed. By
+# default the private network is a WireGuard mesh between all platform hosts (wg-quick@wg0,
+# keys derived per host from the environment's `wireguard_seed` secret); an environment on
+# a provider VPC sets private_interface to the VPC's interface and gets no mesh.
+private_interface = "wg0"
+private_network = "10.78.0.0/24"
+wireguard_port = 51820
+# Userspace WireGuard (a pinned wireguard-go artifact) for hosts whose kernel has no
+# WireGuard module; None: the kernel module (production).
+wireguard_userspace = None
+
+# Internal UIs, reached by admins only through an SSH tunnel to the host that runs them
+# (sshd allows local forwarding to exactly these): {group: [(address, port)]}, where the
+# address "private" stands for the host's private address.
+admin_uis = {"backup": [("private", 9090)], "storage": [("127.0.0.1", 9001)]}
+
 # Who may reach which port: the firewall on every host is derived from this
-# table (codeb/derive.py:firewall_rules). Sources: host groups, "@admin"
-# (the environment's admin_networks) or "@any". Everything else is dropped.
+# table (codeb/derive.py:firewall_rules). Sources: host groups (their private
+# addresses; such services are internal and allowed only on the private interface),
+# "@admin" (the environment's admin_networks), "@platform" (the hosts' public
+# addresses) or "@any". Everything else is dropped.
 firewall_services = {
     "ssh": {"port": 22, "on": "all", "from": ["@admin"]},
+    # The mesh's own transport, between the hosts' public addresses.
+    "wireguard": {"port": 51820, "proto": "udp", "on": "all", "from": ["@platform"]},
     "node-exporter": {"port": 9100, "on": "all", "from": ["backup"]},
     # Storage host (roles/storage). Streaming uses Redis only when Centrifugo is scaled out.
     "dns": {"port": 53, "proto": "both", "on": "storage", "from": ["@any"]},
@@ -57,11 +79,12 @@ firewall_services = {
     # Backup host (roles/backup). pgBackRest talks TLS both ways (mutual certificates):
     # the repository host reaches the database host's `pgbackrest server` (backups), the
     # database host reaches the repository host's (WAL archive-push). File backups push
-    # to rest-server (append-only) on the backup host. Prometheus: admins only.
+    # to rest-server (append-only) on the backup host. Prometheus listens on the backup
+    # host's private address and no other host needs it: admins reach it through an SSH
+    # tunnel (README, "Reaching internal UIs"), so it has no rule here.
     "pgbackrest-db": {"port": 8432, "on": "storage", "from": ["backup"]},
     "pgbackrest-repo": {"port": 8432, "on": "backup", "from": ["storage"]},
     "file-backup": {"port": 8443, "on": "backup", "from": ["app", "streaming", "storage"]},
-    "prometheus": {"port": 9090, "on": "backup", "from": ["@admin"]},
 }
 
 # Baseline
@@ -197,7 +220,7 @@ app_drain_seconds = 5
 # `make health ENV=<env>`: what each host checks on itself (codeb/health.py).
 # App hosts also check every registry instance's /api/health on its slot ports.
 health_checks = {
-    "all": {"units": ["ssh", "nftables", "prometheus-node-exporter"]},
+    "all": {"units": ["ssh", "nftables", "prometheus-node-exporter", "wg-quick@wg0"]},
     "storage": {
         "units": ["postgresql@17-main", "redis-server", "minio", "pdns"],
         "http": {"minio live": "http://127.0.0.1:9000/minio/health/live",

@@ -5,5 +5,6 @@ platform_domain = "staging.codeb.kr"
 tls_mode = "acme"
 acme_email = "ops@codeb.kr"
 apt_proxy = None
-admin_networks = ["0.0.0.0/0", "::/0"]
+# Explicit networks only (see production.py); to be set before the first apply.
+admin_networks: list[str] = []
 deploy_ssh_public_key = None

@@ -8,13 +8,17 @@
     python -m lab.topology wait-ssh USER
 
 Hosts and addresses come from inventory/local.py, so adding a host there and
-running `make up` creates its guest. The gateway (this machine, on the bridge)
-offers the guests two services and nothing else: an apt caching proxy and a
-container registry. Guests get no default route.
+running `make up` creates its guest. The bridge is the lab's public network: each
+guest's public address is on it, and the deploy builds the private WireGuard mesh
+between the guests over it (through the TUN device each guest is given). The gateway
+(this machine, on the bridge, the lab's admin network) offers the guests two services
+and nothing else: an apt caching proxy and a container registry. Guests get no
+default route.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import runpy
 import shutil
@@ -56,19 +60,23 @@ def gateway_data() -> dict:
 
 
 def inventory_groups() -> dict[str, dict]:
-    """name -> {"addr": private address, "groups": [...]} for every host of inventory/local.py,
-    in inventory order. The harness, the topology tests and the benchmarks all read it here."""
+    """name -> {"addr": public address, "private": private address, "groups": [...]} for every
+    host of inventory/local.py, in inventory order. The harness, the topology tests and the
+    benchmarks all read it here. The gateway (this machine) reaches a guest on its public
+    address only; the private one lives on the guests' mesh."""
     sys.path.insert(0, str(REPO))
     groups = runpy.run_path(str(REPO / "inventory" / "local.py"))
     hosts: dict[str, dict] = {}
     for group in ("app", "streaming", "storage", "backup"):
         for name, data in groups.get(group, []):
-            hosts.setdefault(name, {"addr": data["private_ip"], "groups": []})["groups"].append(group)
+            entry = {"addr": data.get("public_ip") or data["ssh_hostname"], "private": data["private_ip"],
+                     "groups": []}
+            hosts.setdefault(name, entry)["groups"].append(group)
     return hosts
 
 
 def inventory_hosts() -> list[tuple[str, str]]:
-    """(name, address) of every host in inventory/local.py, in inventory order."""
+    """(name, public address) of every host in inventory/local.py, in inventory order."""
     return [(name, h["addr"]) for name, h in inventory_groups().items()]
 
 
@@ -238,8 +246,11 @@ def start_guest(name: str, root: Path) -> None:
     env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
     logf = open(RUN / f"{name}.console", "ab")
     proc = subprocess.Popen(
+        # The TUN device: the lab's kernel has no WireGuard module, so the mesh runs through
+        # the userspace implementation (group_data/local.py, wireguard_userspace).
         ["systemd-nspawn", "--boot", "--register=no", "--keep-unit", f"--machine={name}",
-         f"--directory={root}", f"--network-bridge={BRIDGE}", "--resolv-conf=off", "--timezone=off"],
+         f"--directory={root}", f"--network-bridge={BRIDGE}", "--resolv-conf=off", "--timezone=off",
+         "--bind=/dev/net/tun"],
         env=env, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
     )
     pidfile.write_text(f"{proc.pid}\n")
@@ -257,9 +268,19 @@ def wait_port(addr: str, port: int, timeout: float = 90) -> None:
     raise SystemExit(f"{addr}:{port} did not answer within {timeout:.0f}s")
 
 
+def guest_host_keys(name: str, addr: str) -> list[str]:
+    """known_hosts lines for a guest, read from its root filesystem (the harness made the keys)."""
+    return [f"{addr} {' '.join(pub.read_text().split()[:2])}"
+            for pub in sorted((GUESTS / name / "etc" / "ssh").glob("ssh_host_*_key.pub"))]
+
+
+def write_known_hosts(hosts) -> None:
+    """Every guest's host keys, pinned: pyinfra and ssh check them strictly."""
+    lines = [line for name, addr in hosts for line in guest_host_keys(name, addr)]
+    (SSH_DIR / "known_hosts").write_text("".join(line + "\n" for line in lines))
+
+
 def write_ssh_config(hosts, user="deploy") -> None:
-    # Guests are recreated with new host keys: pyinfra and ssh keep no memory of them.
-    (SSH_DIR / "known_hosts").write_text("")
     lines = []
     for name, addr in hosts:
         lines += [
@@ -268,8 +289,9 @@ def write_ssh_config(hosts, user="deploy") -> None:
             f"  User {user}",
             f"  IdentityFile {KEY}",
             "  IdentitiesOnly yes",
-            "  StrictHostKeyChecking no",
-            "  UserKnownHostsFile /dev/null",
+            "  StrictHostKeyChecking yes",
+            f"  UserKnownHostsFile {SSH_DIR / 'known_hosts'}",
+            "  GlobalKnownHostsFile /dev/null",
             "  LogLevel ERROR",
             "",
         ]
@@ -299,9 +321,84 @@ def up() -> None:
                 shutil.rmtree(root)
     for name, addr in hosts:
         start_guest(name, prepare_guest(name, addr, gateway))
+    write_known_hosts(hosts)
     for name, addr in hosts:
         wait_port(addr, 22)
         log(f"{name}: ssh up on {addr}")
+
+
+def guest_exec(name: str, *cmd: str, **kw) -> subprocess.CompletedProcess:
+    """Run a command inside a guest from the gateway (all its namespaces), without SSH: for
+    the tests that break SSH on purpose. The guest's init is systemd-nspawn's child."""
+    nspawn = int((RUN / f"{name}.pid").read_text())
+    children = Path(f"/proc/{nspawn}/task/{nspawn}/children").read_text().split()
+    inits = [c for c in children if Path(f"/proc/{c}/comm").read_text().strip() in ("systemd", "init")]
+    if not inits:
+        raise RuntimeError(f"{name}: systemd-nspawn {nspawn} has no init child")
+    return subprocess.run(["nsenter", "-t", inits[0], "-a", *cmd], capture_output=True, text=True, **kw)
+
+
+# --- tunnels -----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def ssh_tunnel(name: str, target: str, port: int, timeout: float = 20):
+    """An admin's way to an internal UI: `ssh -L` through guest `name` (as the deploy account)
+    to target:port, which sshd permits (group_data/all.py admin_uis). Yields the local URL base."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        local = probe.getsockname()[1]
+    proc = subprocess.Popen(["ssh", "-F", str(SSH_DIR / "config"), "-N", "-o", "BatchMode=yes",
+                             "-o", "ExitOnForwardFailure=yes", "-L", f"127.0.0.1:{local}:{target}:{port}", name],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"ssh tunnel to {target}:{port} via {name} failed: {proc.stderr.read().decode()}")
+            try:
+                socket.create_connection(("127.0.0.1", local), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"ssh tunnel to {target}:{port} via {name} did not open") from None
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{local}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+# --- vantage points -----------------------------------------------------------------------
+# A network namespace plugged into the public bridge with an address of its own: where the
+# topology tests look at the guests from, e.g. "the internet" (an address outside
+# admin_networks). Only guests and these namespaces are ever addressed.
+
+VANTAGE_PREFIX = "codeb-"
+
+
+def ensure_vantage(name: str, address: str) -> str:
+    """Create (idempotently) the namespace `codeb-<name>` on the bridge at `address`/24."""
+    ns = f"{VANTAGE_PREFIX}{name}"
+    if run("ip", "netns", "exec", ns, "true", check=False, capture_output=True).returncode == 0:
+        return ns
+    veth = f"cbv-{name}"[:15]
+    run("ip", "netns", "add", ns)
+    run("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+    run("ip", "link", "set", veth, "master", BRIDGE, "up")
+    run("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
+    run("ip", "-n", ns, "link", "set", "eth0", "up")
+    run("ip", "-n", ns, "link", "set", "lo", "up")
+    (RUN / f"vantage-{name}").write_text(ns + "\n")
+    return ns
+
+
+def remove_vantages() -> None:
+    for marker in sorted(RUN.glob("vantage-*")) if RUN.exists() else []:
+        ns = marker.read_text().strip()
+        run("ip", "netns", "del", ns, check=False, stderr=subprocess.DEVNULL)
+        run("ip", "link", "del", f"cbv-{marker.name[len('vantage-'):]}"[:15], check=False, stderr=subprocess.DEVNULL)
+        marker.unlink()
 
 
 def stop_pid(pidfile: Path, timeout: float = 30) -> None:
@@ -317,6 +414,7 @@ def stop_pid(pidfile: Path, timeout: float = 30) -> None:
 
 
 def down() -> None:
+    remove_vantages()
     if RUN.exists():
         for pidfile in sorted(RUN.glob("*.pid")):
             if pidfile.name != "apt-cacher-ng.pid":
@@ -334,9 +432,9 @@ def down() -> None:
 
 
 def status() -> None:
-    for name, addr in inventory_hosts():
+    for name, h in inventory_groups().items():
         state = "running" if alive(RUN / f"{name}.pid") else "stopped"
-        print(f"{name:8} {addr:15} {state}")
+        print(f"{name:8} {h['addr']:15} {h['private']:15} {state}")
 
 
 if __name__ == "__main__":

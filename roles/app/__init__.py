@@ -17,12 +17,12 @@ from pyinfra.api import FactBase, deploy
 from pyinfra.facts.files import FindFiles
 from pyinfra.operations import apt, files, server, systemd
 
-from codeb import derive
+from codeb import derive, pki
 from codeb.registry import SLOTS
 from roles.app import render as r
 from roles.caddy import caddy
 from roles.files import put, put_secret
-from roles.topology import group_addrs
+from roles.topology import group_addrs, group_hosts
 
 PACKAGES = ["podman", "crun", "conmon", "netavark", "aardvark-dns", "catatonit", "curl"]
 ENV_DIR = "/etc/platform/apps"
@@ -57,6 +57,12 @@ def _addrs():
     return addrs["app"], addrs["storage"][0], addrs["streaming"][0]
 
 
+def _storage_name() -> str:
+    """The database host's name: in its TLS certificate, resolved to its private address."""
+    first = group_addrs()["storage"][0]  # the address _addrs() gives the apps
+    return next(h.name for h in group_hosts("storage") if h.data.private_ip == first)
+
+
 @deploy("Podman and Quadlet")
 def podman():
     data = host.data
@@ -83,6 +89,8 @@ def app():
     instances = app_instances(data, host.groups)
 
     files.directory(name=ENV_DIR, path=ENV_DIR, user="root", group="root", mode="700")
+    files.directory(name="/etc/codeb", path="/etc/codeb", user="root", group="root", mode="755")
+    put(derive.PLATFORM_CA_FILE, pki.ca_pem(data.environment, data.get("backup_ca"), data.secrets), "644")
     files.directory(name=STATE_DIR, path=STATE_DIR, user="root", group="root", mode="755")
     files.directory(name=r.QUADLET_DIR, path=r.QUADLET_DIR, user="root", group="root", mode="755")
 
@@ -91,10 +99,12 @@ def app():
     for inst in instances:
         state = r.parse_state(states.get(inst.name), inst, data)
         env_op = put_secret(derive.env_file_path(inst),
-                            r.env_file(inst, data, data.secrets, storage_addr, streaming_addr))
+                            r.env_file(inst, data, data.secrets, storage_addr, streaming_addr, _storage_name()))
         put(derive.release_state_path(inst), r.state_text(state))
         units = r.units_for_state(inst, state, data, app_addrs, self_addr)
-        ops = {path: put(path, text) for path, text in units.items()}
+        # A unit Quadlet rejects never reaches the unit directory.
+        ops = {path: put(path, text, validate=r.quadlet_check(PurePosixPath(path).name))
+               for path, text in units.items()}
         unit_changes.extend(ops.values())
         per_instance.append((inst, state, env_op, ops[r.unit_file(inst, state["active"])]))
         sites[r.site_name(inst)] = r.site(inst, state["active"], data, app_addrs, self_addr)

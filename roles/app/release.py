@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from codeb import derive  # noqa: E402
+from codeb import derive, ssh  # noqa: E402
 from roles.app import render as r  # noqa: E402
 
 
@@ -70,20 +70,9 @@ class Remote:
     switched: bool = False
 
     def ssh_cmd(self) -> list[str]:
-        d = self.data
-        cmd = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
-        if d.get("ssh_key"):
-            cmd += ["-i", str(REPO / d.ssh_key) if not os.path.isabs(d.ssh_key) else d.ssh_key,
-                    "-o", "IdentitiesOnly=yes"]
-        if d.get("ssh_user"):
-            cmd += ["-l", d.ssh_user]
-        if d.get("ssh_port"):
-            cmd += ["-p", str(d.ssh_port)]
-        if d.get("ssh_known_hosts_file"):
-            cmd += ["-o", f"UserKnownHostsFile={REPO / d.ssh_known_hosts_file}"]
-        if d.get("ssh_strict_host_key_checking"):
-            cmd += ["-o", f"StrictHostKeyChecking={d.ssh_strict_host_key_checking}"]
-        return [*cmd, d.get("ssh_hostname") or self.name]
+        d = {k: self.data.get(k) for k in ("ssh_key", "ssh_port", "ssh_known_hosts_file", "ssh_user")}
+        d["ssh_hostname"] = self.data.get("ssh_hostname") or self.name
+        return ["ssh", *ssh.options(d), "-l", d.get("ssh_user") or "deploy", d["ssh_hostname"]]
 
     def run(self, script: str, input_text: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run([*self.ssh_cmd(), "sudo -n sh -c " + shlex.quote(script)], input=input_text,

@@ -22,6 +22,12 @@ MARKER = "# Managed by the platform (roles/app and `make release`)"
 QUADLET = "/usr/libexec/podman/quadlet"
 
 
+def quadlet_check(unit_name: str) -> str:
+    """`quadlet -dryrun` of the new file ({new}) alone, under its unit name, in a scratch directory."""
+    return ('d=$(mktemp -d) && cp {new} "$d"/' + unit_name + ' && QUADLET_UNIT_DIRS="$d" ' + QUADLET +
+            ' -dryrun > /dev/null; rc=$?; rm -rf "$d"; exit $rc')
+
+
 def unit_file(inst: Instance, slot: str) -> str:
     return f"{QUADLET_DIR}/{derive.unit_name(inst, slot)}.container"
 
@@ -57,7 +63,7 @@ def container_unit(inst: Instance, slot: str, image: str, active: bool, data, ap
         app_port=inst.port, volume=derive.app_volume(inst), health_cmd=health_cmd(inst.port),
         health=data.app_health, podman_args=list(data.get("podman_run_args") or []),
         start_timeout=data.app_start_timeout, limits=data.app_limits,
-        auth_file=AUTH_FILE if data.get("container_registry_auth") else None,
+        auth_file=AUTH_FILE if data.get("container_registry_auth") else None, ca_file=derive.PLATFORM_CA_FILE,
     )
 
 
@@ -103,9 +109,15 @@ def registries_conf(data) -> str:
     return render("app/registries.conf.j2", insecure=list(data.get("insecure_registries") or []))
 
 
-def env_file(inst: Instance, data, secrets, storage_addr: str, streaming_addr: str) -> str:
+def env_file(inst: Instance, data, secrets, storage_addr: str, streaming_addr: str,
+             storage_name: str | None = None) -> str:
+    """With the storage host's name, PostgreSQL is reached by that name (the platform names
+    resolve to private addresses through /etc/hosts, which Podman copies into containers)
+    and its certificate is verified against the platform CA."""
     return derive.env_file_text(derive.app_env(
         inst, secrets, storage_addr=storage_addr, streaming_addr=streaming_addr,
         platform_domain=data.platform_domain, postgresql_port=data.postgresql_port, redis_port=data.redis_port,
         minio_port=data.minio_port, centrifugo_internal_port=data.get("centrifugo_internal_port", 8000),
+        database_host=derive.fqdn(storage_name, data.platform_domain) if storage_name else None,
+        ca_file=derive.PLATFORM_CA_FILE if storage_name else None,
     ))

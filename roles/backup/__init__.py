@@ -236,7 +236,7 @@ def minio_token(data) -> str:
 def _tls(data, dest_dir: str, owner: str, group: str):
     """This host's certificate, key and the backup CA under dest_dir; returns the ops."""
     issued = pki.issue(data.environment, data.get("backup_ca"), host.name,
-                       derive.tls_names(host.name, data.platform_domain))
+                       derive.tls_names(host.name, data.platform_domain), data.secrets)
     files.directory(name=dest_dir, path=dest_dir, user="root", group=group, mode="750")
     return [
         put(f"{dest_dir}/ca.crt", issued.ca, "644"),
@@ -410,7 +410,7 @@ def file_backups():
     files.directory(name=CLIENT_DIR, path=CLIENT_DIR, user="root", group="root", mode="700")
     files.directory(name="/var/cache/codeb-restic", path="/var/cache/codeb-restic", user="root", group="root",
                     mode="700")
-    put(f"{CLIENT_DIR}/ca.crt", pki.ca_pem(data.environment, data.get("backup_ca")), "644")
+    put(f"{CLIENT_DIR}/ca.crt", pki.ca_pem(data.environment, data.get("backup_ca"), data.secrets), "644")
     for dest, text in sorted(secret.items()):
         put_secret(dest, text, "600")
     _units(public)

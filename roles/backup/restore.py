@@ -27,6 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from codeb import ssh  # noqa: E402
+
 GROUPS = ("app", "streaming", "storage", "backup")
 # An ISO-like timestamp with an explicit zone (offset or name): the restore must not
 # depend on the time zone of whoever types it.
@@ -39,21 +41,12 @@ def hosts_of(env: str, group: str) -> list[tuple[str, dict]]:
 
 
 def ssh_command(data: dict, remote: str) -> list[str]:
-    cmd = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR"]
-    if data.get("ssh_key"):
-        cmd += ["-i", str(REPO / data["ssh_key"]), "-o", "IdentitiesOnly=yes"]
-    if data.get("ssh_known_hosts_file"):
-        cmd += ["-o", f"UserKnownHostsFile={REPO / data['ssh_known_hosts_file']}"]
-    if data.get("ssh_strict_host_key_checking") == "no":
-        cmd += ["-o", "StrictHostKeyChecking=no"]
-    if data.get("ssh_port"):
-        cmd += ["-p", str(data["ssh_port"])]
-    return cmd + [f"{data.get('ssh_user', 'deploy')}@{data['ssh_hostname']}", remote]
+    return ssh.command(data, remote)
 
 
 def normalise_target(target: str) -> str:
     target = target.strip()
-    if not TARGET_RE.match(target):
+    if not TARGET_RE.fullmatch(target):
         raise SystemExit(f"error: TARGET_TIME {target!r} must be a timestamp with a zone, "
                          "e.g. '2025-01-31 14:05:00+09' or '2025-01-31T05:05:00Z'")
     return target[:-1] + "+00" if target.endswith("Z") else target

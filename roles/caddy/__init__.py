@@ -23,6 +23,17 @@ PKI_DIR = "/etc/caddy/pki"
 REPO = Path(__file__).resolve().parent.parent.parent
 
 
+VALIDATE_CADDYFILE = "caddy validate --adapter caddyfile --config {new}"
+
+
+def validate_site(name: str) -> str:
+    """`caddy validate` of the live configuration with this one site replaced by the new file:
+    a copy of the sites directory and a Caddyfile that imports the copy, removed afterwards."""
+    return ('d=$(mktemp -d) && cp -a ' + SITES_DIR + '/. "$d"/ && cp {new} "$d"/' + name + '.caddy && '
+            'sed "s#import ' + SITES_DIR + '/#import $d/#" /etc/caddy/Caddyfile > "$d"/Caddyfile.check && '
+            'caddy validate --adapter caddyfile --config "$d"/Caddyfile.check; rc=$?; rm -rf "$d"; exit $rc')
+
+
 def tls_directive(tls_mode: str) -> str:
     """The line a site block carries for the environment's TLS mode."""
     return "tls internal" if tls_mode == "internal" else ""
@@ -51,10 +62,10 @@ def caddy(sites: dict[str, str]):
         changes.append(put(f"{PKI_DIR}/root.crt", (REPO / ca["cert"]).read_text(), mode="644"))
         changes.append(put_secret(f"{PKI_DIR}/root.key", (REPO / ca["key"]).read_text(), mode="640",
                                   group="caddy"))
-    changes.append(put("/etc/caddy/Caddyfile", caddyfile(data)))
+    changes.append(put("/etc/caddy/Caddyfile", caddyfile(data), validate=VALIDATE_CADDYFILE))
     files.directory(name=SITES_DIR, path=SITES_DIR, user="root", group="root", mode="755")
     for name, body in sorted(sites.items()):
-        changes.append(put(f"{SITES_DIR}/{name}.caddy", body))
+        changes.append(put(f"{SITES_DIR}/{name}.caddy", body, validate=validate_site(name)))
 
     existing = host.get_fact(FindFiles, path=SITES_DIR, quote_path=True) or []
     for path in existing:

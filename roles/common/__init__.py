@@ -6,33 +6,54 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server, systemd
 
-from codeb import derive
+from codeb import artifacts, derive
 from codeb.render import render
 from roles.files import put as _put
-from roles.topology import group_addrs, platform_hosts
+from roles.files import put_secret
+from roles.topology import group_addrs, mesh_peers, platform_hosts
 
 ADMIN_GROUP = "platform-admins"
+# Each service's own checker, run on the new file ({new}) before it replaces the live one.
+VALIDATE = {
+    "sudoers": "visudo -cqf {new}",
+    # The drop-in checked as a whole sshd configuration (host keys from their default paths).
+    "sshd": "sshd -t -f {new}",
+    "nftables": "nft -c -f {new}",
+}
 PACKAGES = [
     "openssh-server", "sudo", "nftables", "unattended-upgrades", "apt-listchanges",
     "systemd-timesyncd", "prometheus-node-exporter", "ca-certificates",
 ]
 
 
-def firewall(data, groups, addrs) -> list[dict]:
-    return derive.firewall_rules(groups, data.firewall_services, addrs, data.admin_networks)
+def firewall(data, groups, addrs, public_addrs=()) -> list[dict]:
+    return derive.firewall_rules(groups, data.firewall_services, addrs, data.admin_networks,
+                                 public_addrs=public_addrs, private_interface=data.private_interface)
 
 
-def rendered_files(data, name: str, groups, addrs, hosts) -> dict[str, tuple[str, str]]:
-    """dest -> (content, mode) for one host; pure, so unit tests render it for any inventory."""
+def admin_tunnels(data, groups) -> list[str]:
+    """host:port of the internal UIs on this host that admins may tunnel to (PermitOpen)."""
+    return sorted({f"{data.private_ip if addr == 'private' else addr}:{port}"
+                   for group, uis in (data.get("admin_uis") or {}).items() if group in set(groups)
+                   for addr, port in uis})
+
+
+def rendered_files(data, name: str, groups, addrs, hosts, peers=None) -> dict[str, tuple[str, str]]:
+    """dest -> (content, mode) for one host; pure, so unit tests render it for any inventory.
+
+    `peers` (roles.topology.mesh_peers) are every platform host with its private and public
+    address; without them (bootstrap) the private network's files are left out."""
+    peers = peers or []
     out = {
         "/etc/hosts": (
             render("common/hosts.j2", fqdn=derive.fqdn(name, data.platform_domain), hostname=name,
                    entries=derive.etc_hosts_entries(hosts, data.platform_domain)),
             "644",
         ),
-        "/etc/ssh/sshd_config.d/10-platform.conf": (render("common/sshd.conf.j2", ssh_group=data.ssh_group), "600"),
+        "/etc/ssh/sshd_config.d/10-platform.conf": (
+            render("common/sshd.conf.j2", ssh_group=data.ssh_group, permit_open=admin_tunnels(data, groups)), "600"),
         "/etc/nftables.conf": (
-            render("common/nftables.conf.j2", rules=firewall(data, groups, addrs),
+            render("common/nftables.conf.j2", rules=firewall(data, groups, addrs, [p["public_ip"] for p in peers]),
                    forward_networks=data.get("container_networks") or []),
             "755",
         ),
@@ -44,8 +65,39 @@ def rendered_files(data, name: str, groups, addrs, hosts) -> dict[str, tuple[str
         "/etc/apt/apt.conf.d/20auto-upgrades": (
             render("common/auto-upgrades.conf.j2", reboot=data.unattended_upgrades_reboot), "644"),
         "/etc/sudoers.d/platform": (render("common/sudoers.j2", admin_group=ADMIN_GROUP), "440"),
+        "/etc/sysctl.d/60-platform-private-bind.conf": (render("common/sysctl-private-bind.conf.j2"), "644"),
+        "/etc/default/prometheus-node-exporter": (
+            render("common/node-exporter.default.j2", listen=f"{data.private_ip}:{data.node_exporter_port}"), "644"),
     }
+    if peers and data.private_interface == "wg0":
+        wg = derive.wireguard_config(name, peers, data.secrets[derive.SECRET_WIREGUARD_SEED], data.wireguard_port,
+                                     data.private_network)
+        out["/etc/wireguard/wg0.conf"] = (render("common/wg0.conf.j2", **wg), "600")
     return out
+
+
+@deploy("Private network")
+def private_network(files_):
+    """The WireGuard mesh (wg-quick@wg0), unless the environment's private network is a
+    provider VPC (`private_interface` other than wg0). Hosts without the kernel module (the
+    lab) get the pinned userspace implementation; wg-quick falls back to it by itself."""
+    data = host.data
+    sysctl = _put("/etc/sysctl.d/60-platform-private-bind.conf", *files_["/etc/sysctl.d/60-platform-private-bind.conf"])
+    server.shell(name="Apply sysctl (non-local bind)", commands=["sysctl -q -p /etc/sysctl.d/60-platform-private-bind.conf"],
+                 _if=sysctl.did_change)
+    if data.private_interface != "wg0":
+        return
+    apt.packages(name="WireGuard tools", packages=["wireguard-tools"], cache_time=3600, no_recommends=True)
+    pin = data.get("wireguard_userspace")
+    if pin:
+        artifacts.install(artifacts.lookup(pin, "wireguard-go"), "/usr/local/bin/wireguard-go")
+    else:
+        files.file(name="No userspace WireGuard (kernel module)", path="/usr/local/bin/wireguard-go", present=False)
+    files.directory(name="/etc/wireguard", path="/etc/wireguard", user="root", group="root", mode="700")
+    conf = put_secret("/etc/wireguard/wg0.conf", files_["/etc/wireguard/wg0.conf"][0], "600")
+    systemd.service(name="wg-quick@wg0 (private network)", service="wg-quick@wg0", running=True, enabled=True)
+    # Peers come and go without taking the interface down (wg syncconf).
+    systemd.service(name="Reload wg0 peers", service="wg-quick@wg0", reloaded=True, _if=conf.did_change)
 
 
 @deploy("Accounts: admins and the deploy account")
@@ -56,8 +108,9 @@ def accounts():
     server.group(name=f"Group {ADMIN_GROUP}", group=ADMIN_GROUP, system=True)
     apt_source()
     apt.packages(name="sudo", packages=["sudo"], update=True, cache_time=3600)
-    sudoers = _put("/etc/sudoers.d/platform", *files_["/etc/sudoers.d/platform"])
-    server.shell(name="Validate sudoers (visudo -c)", commands=["visudo -cq"], _if=sudoers.did_change)
+    # A sudoers file visudo rejects would lock everyone out (root login is disabled): it is
+    # checked before it replaces the live one.
+    _put("/etc/sudoers.d/platform", *files_["/etc/sudoers.d/platform"], validate=VALIDATE["sudoers"])
     server.user(
         name=f"Account {data.deploy_user}",
         user=data.deploy_user, shell="/bin/bash", home=f"/home/{data.deploy_user}",
@@ -88,7 +141,7 @@ def apt_source():
 @deploy("Common baseline")
 def common():
     data = host.data
-    files_ = rendered_files(data, host.name, host.groups, group_addrs(), platform_hosts())
+    files_ = rendered_files(data, host.name, host.groups, group_addrs(), platform_hosts(), mesh_peers())
 
     server.hostname(name="Hostname", hostname=host.name)
     _put("/etc/hosts", *files_["/etc/hosts"])
@@ -100,16 +153,18 @@ def common():
         # Clients admins (and the topology tests) use to check services from a host.
         apt.packages(name="Admin tools", packages=data.admin_tools, cache_time=3600, no_recommends=True)
 
-    sshd = _put("/etc/ssh/sshd_config.d/10-platform.conf", *files_["/etc/ssh/sshd_config.d/10-platform.conf"])
-    # A config sshd rejects never reaches the running daemon.
-    server.shell(name="Validate sshd config (sshd -t)", commands=["sshd -t"], _if=sshd.did_change)
+    # A config sshd rejects never reaches the running daemon, nor the disk.
+    sshd = _put("/etc/ssh/sshd_config.d/10-platform.conf", *files_["/etc/ssh/sshd_config.d/10-platform.conf"],
+                validate=VALIDATE["sshd"])
     systemd.service(name="sshd running", service="ssh", running=True, enabled=True)
     systemd.service(name="Reload sshd", service="ssh", reloaded=True, _if=sshd.did_change)
 
-    nft = _put("/etc/nftables.conf", *files_["/etc/nftables.conf"])
-    server.shell(name="Validate and load firewall (nft -c, then nft -f)",
-                 commands=["nft -c -f /etc/nftables.conf", "nft -f /etc/nftables.conf"], _if=nft.did_change)
+    # Checked before it replaces the live file: a bad one would fail the next boot open.
+    nft = _put("/etc/nftables.conf", *files_["/etc/nftables.conf"], validate=VALIDATE["nftables"])
+    server.shell(name="Load firewall (nft -f)", commands=["nft -f /etc/nftables.conf"], _if=nft.did_change)
     systemd.service(name="nftables enabled at boot", service="nftables", enabled=True)
+
+    private_network(files_)
 
     journald = _put("/etc/systemd/journald.conf.d/10-platform.conf",
                     *files_["/etc/systemd/journald.conf.d/10-platform.conf"])
@@ -120,5 +175,8 @@ def common():
     systemd.service(name="unattended-upgrades", service="unattended-upgrades", running=True, enabled=True)
     # Enabled; in a container it skips itself (ConditionVirtualization) and the host keeps time.
     systemd.service(name="Time sync", service="systemd-timesyncd", running=None, enabled=True)
-    systemd.service(name="node-exporter (firewalled to the backup host)", service="prometheus-node-exporter",
-                    running=True, enabled=True)
+    exporter = _put("/etc/default/prometheus-node-exporter", *files_["/etc/default/prometheus-node-exporter"])
+    systemd.service(name="node-exporter (private address, firewalled to the backup host)",
+                    service="prometheus-node-exporter", running=True, enabled=True)
+    systemd.service(name="Restart node-exporter for its address", service="prometheus-node-exporter",
+                    restarted=True, _if=exporter.did_change)

@@ -9,7 +9,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, systemd
 
-from codeb import derive
+from codeb import derive, pki
 from codeb.render import render
 from roles.files import put, put_secret
 from roles.topology import group_addrs
@@ -24,6 +24,7 @@ RELOAD = "/usr/local/sbin/codeb-pg-reload"
 def paths(version: int) -> dict[str, str]:
     etc = f"/etc/postgresql/{version}/main"
     return {"conf": f"{etc}/conf.d/10-platform.conf", "hba": f"{etc}/pg_hba.conf", "confdir": etc,
+            "cert": f"{etc}/server.crt", "key": f"{etc}/server.key",
             "service": f"postgresql@{version}-main", "bindir": f"/usr/lib/postgresql/{version}/bin",
             "datadir": f"/var/lib/postgresql/{version}/main"}
 
@@ -35,7 +36,7 @@ def rendered(data, private_ip: str, addrs) -> dict:
     p = paths(data.postgresql_version)
     return {
         "conf": render("storage/postgresql.conf.j2", listen=["localhost", private_ip], port=data.postgresql_port,
-                       max_connections=data.postgresql_max_connections),
+                       max_connections=data.postgresql_max_connections, ssl_cert=p["cert"], ssl_key=p["key"]),
         "hba": render("storage/pg_hba.conf.j2",
                       rules=derive.pg_hba_rules(instances, addrs, data.get("postgresql_hba_extra") or [])),
         "provision": render("storage/provision.sql.j2", logins=logins, managed=derive.PG_MANAGED_COMMENT),
@@ -76,6 +77,11 @@ def postgresql():
     files.directory(name="codeb helpers directory", path="/usr/local/lib/codeb", user="root", group="root",
                     mode="755")
     put(RELOAD, r["reload"], "755")
+    # The server certificate for this host's name (the name app env files connect to).
+    issued = pki.issue(data.environment, data.get("backup_ca"), f"postgresql-{host.name}",
+                       [derive.fqdn(host.name, data.platform_domain)], data.secrets)
+    put(p["cert"], issued.cert, "644", user="postgres", group="postgres")
+    put_secret(p["key"], issued.key, "600", user="postgres", group="postgres")
     put(p["conf"], r["conf"], "644", user="postgres", group="postgres")
     put(p["hba"], r["hba"], "640", user="postgres", group="postgres")
     systemd.service(name="PostgreSQL running", service=p["service"], running=True, enabled=True)
@@ -87,6 +93,7 @@ def postgresql():
         state_command=("runuser -u postgres -- psql -XAtq -d postgres -c \"SELECT "
                        f"(pg_stat_file('{p['conf']}')).modification >= pg_conf_load_time() "
                        f"OR (pg_stat_file('{p['hba']}')).modification >= pg_conf_load_time() "
+                       f"OR (pg_stat_file('{p['cert']}')).modification >= pg_conf_load_time() "
                        "OR EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart)\""),
         expected=["f"],
         apply_command=RELOAD,

@@ -14,7 +14,7 @@ from pyinfra.operations import apt, files, systemd
 from codeb import derive
 from codeb.render import render
 from roles.files import put, put_secret
-from roles.topology import group_addrs, platform_hosts
+from roles.topology import group_addrs, platform_hosts, public_group_addrs, public_ip, public_platform_hosts
 
 from .ops import apply_when_changed, converge
 
@@ -36,13 +36,17 @@ def desired_zones(data, hosts, addrs) -> dict:
     ]}
 
 
-def rendered(data, private_ip: str, hosts, addrs) -> dict:
+def rendered(data, private_ip: str, hosts, addrs, public_ip: str | None = None, public_hosts=None,
+             public_addrs=None) -> dict:
+    """DNS answers on the public address (and the private one, for the platform's hosts);
+    the API stays on the private address. Published records carry the public addresses."""
     api_url = f"http://{private_ip}:{data.pdns_api_port}"
     storage_names = [n for n, a in hosts if a in set(addrs.get("storage", []))]
+    listen = list(dict.fromkeys(["127.0.0.1", private_ip, public_ip or private_ip]))
     return {
         "conf": render(
             "storage/pdns.conf.j2", pg_port=data.postgresql_port, db=derive.PDNS_DB,
-            db_password=data.secrets["pdns_db_password"], listen=["127.0.0.1", private_ip], ttl=data.dns_ttl,
+            db_password=data.secrets["pdns_db_password"], listen=listen, ttl=data.dns_ttl,
             soa_ns=derive.fqdn(storage_names[0], data.platform_domain) + ".",
             api_key_hash=derive.pdns_api_key_hash(data.secrets["pdns_api_key"]), api_address=private_ip,
             api_port=data.pdns_api_port,
@@ -50,7 +54,8 @@ def rendered(data, private_ip: str, hosts, addrs) -> dict:
             api_allow=[f"{a}/32" for a in sorted(set(addrs.get("app", [])) | {private_ip})],
         ),
         "key": data.secrets["pdns_api_key"] + "\n",
-        "desired": json.dumps(desired_zones(data, hosts, addrs), indent=2, sort_keys=True) + "\n",
+        "desired": json.dumps(desired_zones(data, public_hosts or hosts, public_addrs or addrs), indent=2,
+                              sort_keys=True) + "\n",
         "sync": render("storage/pdns-sync.py.j2", api_url=api_url, key_file=KEY_FILE, desired=DESIRED,
                        account=ACCOUNT),
         "api_url": api_url,
@@ -60,7 +65,8 @@ def rendered(data, private_ip: str, hosts, addrs) -> dict:
 @deploy("PowerDNS")
 def powerdns():
     data = host.data
-    r = rendered(data, data.private_ip, platform_hosts(), group_addrs())
+    r = rendered(data, data.private_ip, platform_hosts(), group_addrs(), public_ip(host),
+                 public_platform_hosts(), public_group_addrs())
 
     apt.packages(name="PowerDNS with the PostgreSQL backend", packages=["pdns-server", "pdns-backend-pgsql"],
                  update=True, cache_time=3600, no_recommends=True)

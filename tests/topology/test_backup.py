@@ -20,7 +20,8 @@ import urllib.request
 
 import pytest
 
-from tests.topology.conftest import CA_CERT, LAB, REPO, addr, connect, group_data, hosts_in
+from lab.topology import ssh_tunnel
+from tests.topology.conftest import CA_CERT, LAB, REPO, addr, connect, group_data, hosts_in, private
 
 STORAGE = hosts_in("storage")[0]
 BACKUP = hosts_in("backup")[0]
@@ -28,7 +29,6 @@ DATA = group_data()
 STANZA = DATA["pgbackrest_stanza"]
 PITR_DB = "backup_pitr_drill"
 RPO_DB = "backup_rpo_probe"
-PROMETHEUS = f"http://{addr(BACKUP)}:{DATA['prometheus_port']}"
 
 
 def record(line: str) -> None:
@@ -76,7 +76,7 @@ def test_transport_is_tls_only_between_the_two_hosts():
     port = DATA["pgbackrest_tls_port"]
     for host in hosts_in("app") + hosts_in("streaming"):
         for target in (STORAGE, BACKUP):
-            out = connect(host).run(f"timeout 3 bash -c 'echo > /dev/tcp/{addr(target)}/{port}'")
+            out = connect(host).run(f"timeout 3 bash -c 'echo > /dev/tcp/{private(target)}/{port}'")
             assert out.rc != 0, f"{host} reaches pgBackRest on {target}"
     # A client without a certificate from the backup CA gets nothing from the TLS server.
     ctx = ssl.create_default_context()
@@ -218,15 +218,22 @@ def test_a_minio_data_file_restores_from_the_file_backup():
 # --- monitoring ---------------------------------------------------------------------------------
 
 
-def prom(path: str):
-    with urllib.request.urlopen(PROMETHEUS + path, timeout=10) as resp:
+@pytest.fixture(scope="module")
+def prometheus_url():
+    """Prometheus listens on the backup host's private address: admins reach it through an SSH tunnel."""
+    with ssh_tunnel(BACKUP, private(BACKUP), DATA["prometheus_port"]) as url:
+        yield url
+
+
+def prom(base: str, path: str):
+    with urllib.request.urlopen(base + path, timeout=10) as resp:
         return json.load(resp)["data"]
 
 
-def test_prometheus_targets_all_up():
+def test_prometheus_targets_all_up(prometheus_url):
     deadline = time.monotonic() + 60
     while True:
-        targets = prom("/api/v1/targets")["activeTargets"]
+        targets = prom(prometheus_url, "/api/v1/targets")["activeTargets"]
         down = [(t["scrapeUrl"], t["lastError"]) for t in targets if t["health"] != "up"]
         if not down or time.monotonic() > deadline:
             break
@@ -247,21 +254,22 @@ def test_prometheus_targets_all_up():
     "codeb_restore_drill_duration_seconds",
     "codeb:pgbackrest_last_backup_age_seconds",
 ])
-def test_freshness_metrics_in_prometheus(metric):
+def test_freshness_metrics_in_prometheus(metric, prometheus_url):
     deadline = time.monotonic() + 90
-    while not prom(f"/api/v1/query?query={metric}")["result"]:
+    while not prom(prometheus_url, f"/api/v1/query?query={metric}")["result"]:
         assert time.monotonic() < deadline, f"{metric} not in Prometheus"
         time.sleep(5)
 
 
-def test_alert_rules_loaded():
-    names = {r["name"] for g in prom("/api/v1/rules")["groups"] for r in g["rules"] if r["type"] == "alerting"}
+def test_alert_rules_loaded(prometheus_url):
+    names = {r["name"] for g in prom(prometheus_url, "/api/v1/rules")["groups"] for r in g["rules"] if r["type"] == "alerting"}
     assert {"BackupTooOld", "WalArchiveTooOld", "RestoreDrillFailed", "HostDown"} <= names
 
 
-def test_prometheus_only_for_admin_networks():
+def test_prometheus_only_through_an_admin_tunnel():
+    """No host and no network reaches Prometheus; admins tunnel to it over SSH (see the fixture)."""
     for host in hosts_in("app") + hosts_in("storage"):
-        out = connect(host).run(f"timeout 3 bash -c 'echo > /dev/tcp/{addr(BACKUP)}/{DATA['prometheus_port']}'")
+        out = connect(host).run(f"timeout 3 bash -c 'echo > /dev/tcp/{private(BACKUP)}/{DATA['prometheus_port']}'")
         assert out.rc != 0, f"{host} reaches Prometheus"
 
 

@@ -4,8 +4,7 @@ import subprocess
 
 import pytest
 
-from codeb import derive
-from tests.topology.conftest import addr, connect, gateway_ssh, group_data, hosts_in, inventory
+from tests.topology.conftest import addr, connect, gateway_ssh, group_data, inventory, private
 
 DATA = group_data()
 
@@ -15,15 +14,24 @@ def test_hostname_and_platform_names(any_host):
     assert h.check_output("hostname") == name
     hosts_file = h.file("/etc/hosts").content_string
     for other, info in inventory().items():
-        assert f"{info['addr']}\t{other}.{DATA['platform_domain']} {other}" in hosts_file
+        # Platform names are the private (mesh) addresses: what the hosts talk to each other on.
+        assert f"{info['private']}\t{other}.{DATA['platform_domain']} {other}" in hosts_file
 
 
 def test_sshd_effective_config_is_hardened(any_host):
-    _, h = any_host
+    name, h = any_host
     effective = h.check_output("sshd -T").splitlines()
     for line in ("permitrootlogin no", "passwordauthentication no", "kbdinteractiveauthentication no",
-                 f"allowgroups {DATA['ssh_group']}", "x11forwarding no", "allowtcpforwarding no"):
+                 f"allowgroups {DATA['ssh_group']}", "x11forwarding no", "permittunnel no"):
         assert line in effective, line
+    # Forwarding only where an internal UI runs, and only to it (admins' SSH tunnels).
+    uis = sorted(f"{private(name) if a == 'private' else a}:{port}"
+                 for g, entries in DATA["admin_uis"].items() if g in inventory()[name]["groups"] for a, port in entries)
+    if uis:
+        assert "allowtcpforwarding local" in effective
+        assert f"permitopen {' '.join(uis)}" in effective
+    else:
+        assert "allowtcpforwarding no" in effective
 
 
 @pytest.mark.parametrize("name", list(inventory()))
@@ -58,37 +66,6 @@ def test_accounts_follow_the_team_registry(any_host):
             assert not account.exists, f"{person['role']} {person['name']} must have no account"
 
 
-def expected_open_from_gateway(name: str) -> set[int]:
-    """Ports the firewall data opens to the gateway (an admin network here) on this host."""
-    rules = derive.firewall_rules(inventory()[name]["groups"], DATA["firewall_services"],
-                                  {g: [addr(n) for n in hosts_in(g)] for g in ("app", "streaming", "storage",
-                                                                                 "backup")},
-                                  DATA["admin_networks"])
-    gateway = DATA["gateway"]
-    return {r["port"] for r in rules if r["proto"] == "tcp" and (r["v4"] is None or f"{gateway}/32" in r["v4"])}
-
-
-@pytest.fixture(scope="module")
-def port_scan() -> dict[str, set[int]]:
-    """One SYN scan of every TCP port of every guest from the gateway: address -> open ports."""
-    addrs = [addr(n) for n in inventory()]
-    out = subprocess.run(["nmap", "-Pn", "-sS", "-p-", "-T4", "--min-rate", "20000", "--max-retries", "1",
-                          "-oG", "-", *addrs], capture_output=True, text=True, timeout=600, check=True).stdout
-    found = {a: set() for a in addrs}
-    for line in out.splitlines():
-        if line.startswith("Host:") and "Ports:" in line:
-            host = line.split()[1]
-            found[host] = {int(p.split("/")[0]) for p in line.split("Ports:")[1].split(",") if "/open/" in p}
-    return found
-
-
-@pytest.mark.parametrize("name", list(inventory()))
-def test_port_scan_from_the_gateway_finds_only_allowed_ports(name, port_scan):
-    open_ports = port_scan[addr(name)]
-    assert 22 in open_ports
-    assert open_ports <= expected_open_from_gateway(name), open_ports
-
-
 def test_firewall_is_default_deny_and_enabled_at_boot(any_host):
     _, h = any_host
     ruleset = h.check_output("nft list table inet platform")
@@ -100,15 +77,17 @@ def test_firewall_is_default_deny_and_enabled_at_boot(any_host):
 def test_node_exporter_answers_only_the_backup_host(any_host):
     name, h = any_host
     assert h.service("prometheus-node-exporter").is_running
-    url = f"http://{addr(name)}:9100/metrics"
+    url = f"http://{private(name)}:9100/metrics"
     for other in inventory():
         result = connect(other).run(f"curl -sS -m 3 -o /dev/null -w '%{{http_code}}' {url}")
         if "backup" in inventory()[other]["groups"]:
             assert result.stdout == "200", (other, result.stderr)
         elif other != name:
             assert result.rc != 0, f"{other} reached node-exporter on {name}"
-    gw = subprocess.run(["curl", "-sS", "-m", "3", url], capture_output=True)
-    assert gw.returncode != 0, "the gateway reached node-exporter"
+    gw = subprocess.run(["curl", "-sS", "-m", "3", f"http://{addr(name)}:9100/metrics"], capture_output=True)
+    assert gw.returncode != 0, "the gateway reached node-exporter on the public address"
+    assert f"{private(name)}:9100 " in h.check_output("ss -Hltn") and ":9100 " not in \
+        h.check_output("ss -Hltn").replace(f"{private(name)}:9100 ", ""), "node-exporter listens beyond the private address"
 
 
 def test_upkeep_services(any_host):

@@ -16,15 +16,16 @@ import subprocess
 import pytest
 
 from codeb import derive, registry
-from tests.topology.conftest import SSH_CONFIG, addr, connect, group_data, hosts_in, lab_secrets
+from tests.topology.conftest import SSH_CONFIG, addr, connect, group_data, hosts_in, lab_secrets, private
 
 DATA = group_data()
 REG = registry.load()
 STORAGE = hosts_in("storage")[0]
 APP = hosts_in("app")[0]
 OTHER = hosts_in("streaming")[0]  # not an app host
-DB_IP = addr(STORAGE)
-APP_IPS = sorted(addr(n) for n in hosts_in("app"))
+DB_IP = private(STORAGE)  # internal services: the storage host's private (mesh) address
+DB_PUBLIC = addr(STORAGE)  # DNS also answers on the public address
+APP_IPS = sorted(addr(n) for n in hosts_in("app"))  # published records: the app hosts' public addresses
 
 
 def with_need(need):
@@ -76,10 +77,10 @@ def test_listening_only_on_expected_addresses(n3):
     assert tcp[DATA["postgresql_port"]] == loop | {DB_IP}
     assert tcp[DATA["redis_port"]] == loop | {DB_IP}
     assert tcp[DATA["minio_port"]] == loop | {DB_IP}
-    assert tcp[53] == {"127.0.0.1", DB_IP}
+    assert tcp[53] == {"127.0.0.1", DB_IP, DB_PUBLIC}
     assert tcp[DATA["pdns_api_port"]] == {DB_IP}
     assert DATA["minio_console_port"] not in tcp or tcp[DATA["minio_console_port"]] <= loop
-    assert listeners(n3, "u")[53] == {"127.0.0.1", DB_IP}
+    assert listeners(n3, "u")[53] == {"127.0.0.1", DB_IP, DB_PUBLIC}
     # Nothing of ours on a wildcard address.
     for port in (DATA["postgresql_port"], DATA["redis_port"], DATA["minio_port"], 53, DATA["pdns_api_port"]):
         assert not tcp[port] & {"0.0.0.0", "*", "::"}
@@ -156,13 +157,37 @@ def test_dns_zones_hold_exactly_the_derived_records(n3):
 # --- from an app host -------------------------------------------------------------------
 
 
-def psql(inst_db: str, role: str, password: str, sslmode: str = "require"):
+DB_NAME = f"{STORAGE}.{DATA['platform_domain']}"  # in the server's certificate; /etc/hosts: private address
+CA_FILE = derive.PLATFORM_CA_FILE
+
+
+def psql(inst_db: str, role: str, password: str, sslmode: str = "require", host: str = DB_IP):
     # PGPASSFILE line: host:port:database:user:password
+    tls = f"sslmode={sslmode}" + (f" sslrootcert={CA_FILE}" if sslmode.startswith("verify") else "")
     return run_with_secret(
-        APP, f"{DB_IP}:{DATA['postgresql_port']}:*:{role}:{password}\n",
+        APP, f"{host}:{DATA['postgresql_port']}:*:{role}:{password}\n",
         f"PGPASSFILE=$SECRET_FILE PGCONNECT_TIMEOUT=5 psql -XAt "
-        f"'host={DB_IP} port={DATA['postgresql_port']} dbname={inst_db} user={role} sslmode={sslmode}' "
+        f"'host={host} port={DATA['postgresql_port']} dbname={inst_db} user={role} {tls}' "
         "-c 'SELECT current_user, current_database(), ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()'")
+
+
+def test_psql_verifies_the_server_certificate_for_the_storage_hosts_name():
+    """What the apps' DATABASE_URL does: verify-full against the platform CA, by name."""
+    inst = with_need("database")[0]
+    pw = lab_secrets()[derive.secret_db_password(inst)]
+    proc = psql(derive.db_name(inst), derive.db_role(inst), pw, sslmode="verify-full", host=DB_NAME)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"{derive.db_role(inst)}|{derive.db_name(inst)}|t"
+    # The check is real: the same server reached by an address its certificate does not
+    # name fails verification.
+    proc = psql(derive.db_name(inst), derive.db_role(inst), pw, sslmode="verify-full", host=DB_IP)
+    assert proc.returncode != 0 and "does not match host name" in proc.stderr, proc.stderr
+    # And the apps are configured that way.
+    env = connect(APP).check_output(f"grep ^DATABASE_URL= {derive.env_file_path(inst)}")
+    by_name = f"@{DB_NAME}:{DATA['postgresql_port']}/" in env
+    verified = env.endswith(f"?sslmode=verify-full&sslrootcert={CA_FILE}")
+    del env  # holds the password: never in an assertion message
+    assert by_name and verified, "DATABASE_URL does not verify the storage host's certificate by name"
 
 
 @pytest.mark.parametrize("inst", with_need("database"), ids=lambda i: i.name)
@@ -265,7 +290,7 @@ def test_dig_answers_every_registry_domain(name):
 def test_dig_answers_platform_names():
     pd = DATA["platform_domain"]
     want = {f"api.{pd}": APP_IPS, f"ws.{pd}": sorted(addr(n) for n in hosts_in("streaming")),
-            f"db.{pd}": [DB_IP], **{f"{n}.{pd}": [addr(n)] for n in ("n1", "n2", "n3", "n4")}}
+            f"db.{pd}": [DB_PUBLIC], **{f"{n}.{pd}": [addr(n)] for n in ("n1", "n2", "n3", "n4")}}
     for name, ips in want.items():
         out = subprocess.run(["ssh", "-F", str(SSH_CONFIG), APP, f"dig +short +time=3 +tries=1 @{DB_IP} A {name}"],
                              capture_output=True, text=True, timeout=30).stdout

@@ -24,7 +24,7 @@ import uuid
 
 import pytest
 
-from tests.topology.conftest import CA_CERT, SSH_CONFIG, addr, connect, group_data, hosts_in, lab_secrets
+from tests.topology.conftest import CA_CERT, SSH_CONFIG, addr, connect, group_data, hosts_in, lab_secrets, private
 
 centrifuge = pytest.importorskip("centrifuge")
 websockets = pytest.importorskip("websockets")
@@ -114,7 +114,7 @@ def on_host(name: str, script: str, stdin: str = "", timeout: int = 20) -> subpr
 
 def api_publish_from_app_host(channel: str, marker: str) -> subprocess.CompletedProcess:
     """POST /api/publish from an app host; the publication carries the host's clock at sending."""
-    api = f"http://{addr(API_HOST)}:{INTERNAL}/api/publish"
+    api = f"http://{private(API_HOST)}:{INTERNAL}/api/publish"
     script = (
         'set -eu; h=$(mktemp); trap \'rm -f "$h"\' EXIT; cat > "$h"; '
         f'body=$(printf \'{{"channel":"%s","data":{{"marker":"%s","sent":%s}}}}\' {shlex.quote(channel)} '
@@ -298,7 +298,7 @@ def test_channel_without_namespace_is_refused_even_with_a_token():
 
 
 def _curl_from(name: str, path: str, with_key: bool = False) -> subprocess.CompletedProcess:
-    url = f"http://{addr(API_HOST)}:{INTERNAL}{path}"
+    url = f"http://{private(API_HOST)}:{INTERNAL}{path}"
     if with_key:
         script = ('set -eu; h=$(mktemp); trap \'rm -f "$h"\' EXIT; cat > "$h"; '
                   f'curl -sS --fail --max-time 4 -H @"$h" -X POST -d "{{}}" {url}')
@@ -378,7 +378,7 @@ def test_centrifugo_service(name):
     # The client port is local to the host: only Caddy reaches it.
     listening = h.run("ss -Hltn").stdout
     assert f"127.0.0.1:{DATA['centrifugo_client_port']} " in listening
-    assert f"{addr(name)}:{INTERNAL} " in listening
+    assert f"{private(name)}:{INTERNAL} " in listening
 
 
 @pytest.mark.parametrize("name", hosts_in("app"))

@@ -232,3 +232,21 @@ def test_podman_dropins_are_data():
 def test_registry_auth_json():
     text = derive.registry_auth_json("ghcr.io", "me", "tok")
     assert json.loads(text) == {"auths": {"ghcr.io": {"auth": "bWU6dG9r"}}}
+
+
+def test_database_url_verifies_the_server_certificate_by_name():
+    from codeb import registry
+
+    inst = next(i for i in registry.load().instances if "database" in i.needs)
+    url = derive.database_url(inst, "pw", "n3.codeb.test", 5432, derive.PLATFORM_CA_FILE)
+    assert url.startswith(f"postgresql://{derive.db_role(inst)}:pw@n3.codeb.test:5432/{derive.db_name(inst)}?")
+    assert url.endswith(f"sslmode=verify-full&sslrootcert={derive.PLATFORM_CA_FILE}")
+
+
+def test_app_containers_get_the_platform_ca_read_only():
+    from tests.unit.conftest import all_hosts
+
+    for _env, _inv, host in [h for h in all_hosts() if "app" in h[2].groups]:
+        inst = next(i for i in host.data.projects.instances if i.group in host.groups)
+        unit = r.container_unit(inst, "blue", "img", True, host.data, ["10.78.0.11"], "10.78.0.11")
+        assert f"Volume={derive.PLATFORM_CA_FILE}:{derive.PLATFORM_CA_FILE}:ro" in unit

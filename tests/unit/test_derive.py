@@ -1,5 +1,7 @@
 """Derivations: the one place names, origins, secrets and firewall rules come from."""
 
+import base64
+
 import pytest
 
 from codeb import derive, registry
@@ -98,8 +100,55 @@ def test_cluster_source_opens_only_when_the_group_has_several_hosts():
 def test_port_ranges_for_release_slots_between_app_hosts():
     svc = {"app-slots": {"port": "4000-5999", "on": "app", "from": ["app@cluster"]}}
     rules = derive.firewall_rules(["app"], svc, GROUPS, [])
-    assert rules == [{"name": "app-slots", "port": "4000-5999", "proto": "tcp",
+    assert rules == [{"name": "app-slots", "port": "4000-5999", "proto": "tcp", "iif": None,
                       "v4": ["10.0.0.11/32", "10.0.0.21/32"], "v6": []}]
     assert derive.firewall_rules(["app"], svc, dict(GROUPS, app=["10.0.0.11"]), []) == []
     with pytest.raises(ValueError, match="bad port range"):
         derive.firewall_rules(["app"], {"x": {"port": "5-1", "on": "app", "from": ["app"]}}, GROUPS, [])
+
+
+def test_internal_services_are_allowed_only_on_the_private_interface():
+    svc = dict(SERVICES, wireguard={"port": 51820, "proto": "udp", "on": "all", "from": ["@platform"]})
+    rules = derive.firewall_rules(["storage"], svc, GROUPS, ["192.0.2.0/24"],
+                                  public_addrs=["198.51.100.13", "198.51.100.11"], private_interface="wg0")
+    by_name = {(r["name"], r["proto"]): r for r in rules}
+    # From host groups (private addresses): internal, so only on wg0.
+    assert by_name[("postgresql", "tcp")]["iif"] == "wg0"
+    assert by_name[("node-exporter", "tcp")]["iif"] == "wg0"
+    # Public services, SSH from the admins and the mesh's transport: any interface.
+    assert by_name[("dns", "udp")]["iif"] is None and by_name[("ssh", "tcp")]["iif"] is None
+    assert by_name[("wireguard", "udp")] == {"name": "wireguard", "port": 51820, "proto": "udp", "iif": None,
+                                             "v4": ["198.51.100.11/32", "198.51.100.13/32"], "v6": []}
+
+
+PEERS = [{"name": "n1", "private_ip": "10.78.0.11", "public_ip": "198.51.100.11"},
+         {"name": "n2", "private_ip": "10.78.0.12", "public_ip": "198.51.100.12"},
+         {"name": "n3", "private_ip": "10.78.0.13", "public_ip": "198.51.100.13"}]
+
+
+def test_each_host_gets_its_own_key_and_every_other_host_as_a_peer():
+    seed = "s" * 40
+    n1 = derive.wireguard_config("n1", PEERS, seed, 51820, "10.78.0.0/24")
+    n2 = derive.wireguard_config("n2", PEERS, seed, 51820, "10.78.0.0/24")
+    assert n1["address"] == "10.78.0.11/24" and n1["port"] == 51820
+    assert [p["name"] for p in n1["peers"]] == ["n2", "n3"]
+    assert n1["peers"][0] == {"name": "n2", "endpoint": "198.51.100.12", "allowed_ip": "10.78.0.12",
+                              "public_key": derive.wireguard_public_key(n2["private_key"])}
+    # n1 knows n2 by the public half of n2's key, and the reverse; no private key is shared.
+    assert next(p for p in n2["peers"] if p["name"] == "n1")["public_key"] == \
+        derive.wireguard_public_key(n1["private_key"])
+    assert n1["private_key"] != n2["private_key"]
+    assert n1["private_key"] not in str(n2) and n2["private_key"] not in str(n1)
+    assert len(base64.b64decode(n1["private_key"])) == 32 and len(base64.b64decode(n1["peers"][0]["public_key"])) == 32
+
+
+def test_wireguard_keys_are_per_environment():
+    assert derive.wireguard_private_key("a" * 40, "n1") != derive.wireguard_private_key("b" * 40, "n1")
+    assert derive.wireguard_private_key("a" * 40, "n1") == derive.wireguard_private_key("a" * 40, "n1")
+
+
+def test_wireguard_public_key_matches_rfc7748_x25519():
+    # RFC 7748 section 6.1: Alice's private key and public key.
+    private = bytes.fromhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
+    public = bytes.fromhex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
+    assert derive.wireguard_public_key(base64.b64encode(private).decode()) == base64.b64encode(public).decode()

@@ -49,7 +49,7 @@ def apply(tmp_path):
     """Run the real pyinfra CLI on deploy.py against a local-shaped inventory whose SSH is our listener."""
     listener = Listener()
 
-    def run(registry_doc=None, secrets_doc=None, groups=None, artifact_cache=None):
+    def run(registry_doc=None, secrets_doc=None, groups=None, artifact_cache=None, env_name="local", host=None):
         secrets_file = tmp_path / "secrets.yml"
         if secrets_doc is None:
             from codeb import derive, registry
@@ -67,12 +67,13 @@ def apply(tmp_path):
             reg_file = tmp_path / "projects.yml"
             reg_file.write_text(yaml.safe_dump(registry_doc))
             env["CODEB_REGISTRY_FILE"] = str(reg_file)
-        host = f'{{"ssh_hostname": "127.0.0.1", "ssh_port": {listener.port}, "private_ip": "10.9.9.%d"}}'
+        host = host or (f'{{"ssh_hostname": "127.0.0.1", "ssh_port": {listener.port}, "public_ip": "192.0.2.%d", '
+                        '"private_ip": "10.78.0.%d"}')
         groups = groups or {"app": 1, "streaming": 2, "storage": 3, "backup": 4}
         body = ["from codeb.preflight import environment_group"]
         for group, n in groups.items():
-            body.append(f'{group} = [("h{n}", {host % n})]')
-        body.append('local = environment_group("local", globals())')
+            body.append(f'{group} = [("h{n}", {host % (n, n)})]')
+        body.append(f'{env_name} = environment_group("{env_name}", globals())')
         inv = tmp_path / "inventory.py"
         inv.write_text("\n".join(body) + "\n")
         return subprocess.run([PYINFRA, "-y", str(inv), "deploy.py"], cwd=REPO, env=env, capture_output=True,
@@ -147,4 +148,42 @@ def test_unbuilt_artifacts_stop_before_any_connection(apply, tmp_path):
         == sorted(artifacts.pins("local")), proc.stderr
     assert all("run `make artifacts`" in e for e in lines), proc.stderr
     assert "no host was contacted" in proc.stderr
+    assert listener.connections == 0
+
+
+def test_production_without_explicit_admin_networks_stops_before_any_connection(apply):
+    run, listener = apply
+    proc = run(env_name="production")
+    assert proc.returncode == 2
+    assert any("group_data/production.py: 'admin_networks' is empty" in e for e in errors(proc)), proc.stderr
+    assert listener.connections == 0
+
+
+@pytest.mark.parametrize("env", ["production", "staging"])
+@pytest.mark.parametrize("net", ["0.0.0.0/0", "::/0", "0.0.0.0/0.0.0.0"])
+def test_ssh_open_to_the_whole_internet_is_refused(env, net):
+    from codeb.preflight import check_admin_networks
+    (line,) = check_admin_networks(env, ["198.51.100.7/32", net])
+    assert f"group_data/{env}.py: 'admin_networks' entry {net!r} opens SSH to the whole internet" in line
+
+
+def test_explicit_admin_networks_pass():
+    from codeb.preflight import check_admin_networks
+    assert check_admin_networks("production", ["198.51.100.0/24", "2001:db8::/48"]) == []
+
+
+# Each host entry is formatted with its number twice (see the fixture).
+@pytest.mark.parametrize("host,expect", [
+    ('{"ssh_hostname": "127.0.0.1", "ssh_port": 1, "n": %d, "private_ip": "10.78.0.%d"}', "has no 'public_ip'"),
+    ('{"ssh_hostname": "127.0.0.1", "ssh_port": 1, "public_ip": "192.0.2.%d", "private_ip": "192.0.2.%d"}',
+     "outside the private network 10.78.0.0/24"),
+    ('{"ssh_hostname": "127.0.0.1", "ssh_port": 1, "public_ip": "10.78.0.%d", "private_ip": "10.78.0.%d"}',
+     "'private_ip' equals 'public_ip'"),
+])
+def test_internal_addresses_must_be_private_and_not_public(apply, host, expect):
+    """Nothing internal on a public address: the inventory's addresses are checked before any connection."""
+    run, listener = apply
+    proc = run(host=host)
+    assert proc.returncode == 2
+    assert any(expect in e for e in errors(proc)), proc.stderr
     assert listener.connections == 0

@@ -104,3 +104,42 @@ def test_every_problem_is_reported_at_once(raw_registry):
 def test_unreadable_document():
     with pytest.raises(registry.RegistryError):
         registry.validate({"project": {}})
+
+
+CONTROL = ["\n", "\r", "\t", "\x00", "\x1b", "\u2028"]
+
+
+@pytest.mark.parametrize("ch", CONTROL, ids=repr)
+@pytest.mark.parametrize("field", ["name", "domain", "image", "tag", "description"])
+def test_control_characters_are_refused_in_every_field(raw_registry, field, ch):
+    """`$` matches before a trailing newline: every pattern must be a full match, so a project
+    `foo\\n`, a domain `www\\n.example.kr` or a tag `1.0\\n` never reaches pg_hba, Caddy or Quadlet."""
+    projects = raw_registry["projects"]
+    env = projects["workb"]["environments"]["production"]
+    if field == "name":
+        projects["workb" + ch] = projects.pop("workb")
+        expect = "name must match"
+    elif field == "domain":
+        env["domains"] = ["www" + ch + ".workb.net"] if ch != "\n" else ["workb.net\n"]
+        expect = "malformed domain"
+    elif field == "image":
+        env["image"] = "ghcr.io/codeb-kr/workb" + ch
+        expect = "field 'image'"
+    elif field == "tag":
+        env["tag"] = "1.0" + ch
+        expect = "field 'tag'"
+    else:
+        projects["workb"]["description"] = "the CMS" + ch + "more"
+        expect = "field 'description'"
+    out = problems(raw_registry)
+    assert any(expect in p for p in out), out
+
+
+def test_trailing_newlines_the_issue_named_are_refused(raw_registry):
+    env = raw_registry["projects"]["workb"]["environments"]["production"]
+    env["domains"] = ["www\n.example.kr"]
+    env["tag"] = "1.0\n"
+    raw_registry["projects"]["foo\n"] = raw_registry["projects"].pop("videopick")
+    out = problems(raw_registry)
+    assert any("malformed domain" in p for p in out) and any("field 'tag'" in p for p in out)
+    assert any("'foo\\n'" in p and "name must match" in p for p in out), out

@@ -1,13 +1,15 @@
 """The common role's files, rendered for every host of every inventory and checked by the real tools."""
 
+import ipaddress
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from codeb import derive
 from roles.common import rendered_files
-from roles.topology import group_addrs, platform_hosts
+from roles.topology import group_addrs, mesh_peers, platform_hosts
 from tests.unit.conftest import all_hosts
 
 HOSTS = all_hosts()
@@ -15,7 +17,7 @@ IDS = [f"{env}-{h.name}" for env, _, h in HOSTS]
 
 
 def files_of(inv, host):
-    return rendered_files(host.data, host.name, host.groups, group_addrs(inv), platform_hosts(inv))
+    return rendered_files(host.data, host.name, host.groups, group_addrs(inv), platform_hosts(inv), mesh_peers(inv))
 
 
 @pytest.mark.parametrize("env,inv,host", HOSTS, ids=IDS)
@@ -33,7 +35,10 @@ def test_nftables_ruleset_is_accepted_by_nft(env, inv, host, tmp_path):
 def test_firewall_never_locks_out_the_admins(env, inv, host):
     content, _ = files_of(inv, host)["/etc/nftables.conf"]
     ssh_rules = [line for line in content.splitlines() if 'comment "ssh"' in line]
-    assert ssh_rules
+    # Production and staging leave admin_networks for the admins to set (the preflight
+    # refuses an apply until then): no rule, and never one open to everyone.
+    assert bool(ssh_rules) == bool(host.data.admin_networks)
+    assert all("saddr" in line for line in ssh_rules)
     for net in host.data.admin_networks:
         assert any(net in line for line in ssh_rules), (net, ssh_rules)
 
@@ -43,7 +48,7 @@ def test_node_exporter_only_from_the_backup_host(env, inv, host):
     content, _ = files_of(inv, host)["/etc/nftables.conf"]
     rules = [line.strip() for line in content.splitlines() if 'comment "node-exporter"' in line]
     backup = group_addrs(inv)["backup"]
-    assert rules == [f"ip saddr {{ {', '.join(a + '/32' for a in backup)} }} tcp dport 9100 accept "
+    assert rules == [f"iifname \"wg0\" ip saddr {{ {', '.join(a + '/32' for a in backup)} }} tcp dport 9100 accept "
                      f'comment "node-exporter"']
 
 
@@ -87,3 +92,55 @@ def test_environment_differences_are_data():
     assert not by_env["production"].data.apt_proxy and by_env["production"].data.tls_mode == "acme"
     assert by_env["production"].data.platform_domain == "codeb.kr"
     assert by_env["local"].data.platform_domain == "codeb.test"
+
+
+@pytest.mark.parametrize("env,inv,host", HOSTS, ids=IDS)
+def test_wireguard_config_names_every_other_host_and_only_its_own_key(env, inv, host):
+    files = files_of(inv, host)
+    content, mode = files["/etc/wireguard/wg0.conf"]
+    assert mode == "600"
+    peers = [p for p in mesh_peers(inv) if p["name"] != host.name]
+    assert content.count("[Peer]") == len(peers)
+    assert f"Address = {host.data.private_ip}/24" in content
+    for p in peers:
+        assert f"Endpoint = {p['public_ip']}:{host.data.wireguard_port}" in content
+        assert f"AllowedIPs = {p['private_ip']}/32" in content
+    # No other host's private key, ever.
+    seed = host.data.secrets[derive.SECRET_WIREGUARD_SEED]
+    for p in peers:
+        assert derive.wireguard_private_key(seed, p["name"]) not in content
+    assert f"PrivateKey = {derive.wireguard_private_key(seed, host.name)}" in content
+
+
+@pytest.mark.parametrize("env,inv,host", HOSTS, ids=IDS)
+def test_the_mesh_port_is_open_only_to_the_platform_hosts(env, inv, host):
+    content, _ = files_of(inv, host)["/etc/nftables.conf"]
+    (rule,) = [line.strip() for line in content.splitlines() if 'comment "wireguard"' in line]
+    publics = sorted((p["public_ip"] for p in mesh_peers(inv)), key=ipaddress.ip_address)
+    assert rule == f"ip saddr {{ {', '.join(a + '/32' for a in publics)} }} udp dport 51820 accept comment \"wireguard\""
+
+
+@pytest.mark.parametrize("env,inv,host", HOSTS, ids=IDS)
+def test_internal_ports_are_bound_to_the_private_interface(env, inv, host):
+    content, _ = files_of(inv, host)["/etc/nftables.conf"]
+    for line in content.splitlines():
+        if "accept comment" in line and "saddr" in line and "dport" in line:
+            name = line.split('comment "')[1].rstrip('"')
+            public = name in ("ssh", "wireguard")
+            assert ('iifname "wg0"' in line) is not public, line
+    exporter, _ = files_of(inv, host)["/etc/default/prometheus-node-exporter"]
+    assert f"--web.listen-address={host.data.private_ip}:9100" in exporter
+
+
+@pytest.mark.parametrize("env,inv,host", HOSTS, ids=IDS)
+def test_internal_uis_are_reached_through_ssh_tunnels_only(env, inv, host):
+    content, _ = files_of(inv, host)["/etc/ssh/sshd_config.d/10-platform.conf"]
+    if "backup" in host.groups:
+        assert "AllowTcpForwarding local" in content
+        assert f"PermitOpen {host.data.private_ip}:{host.data.prometheus_port}" in content
+    elif "storage" in host.groups:
+        assert f"PermitOpen 127.0.0.1:{host.data.minio_console_port}" in content
+    else:
+        assert "AllowTcpForwarding no" in content and "PermitOpen" not in content
+    assert not any(r["name"] == "prometheus" for r in derive.firewall_rules(
+        host.groups, host.data.firewall_services, group_addrs(inv), host.data.admin_networks))

@@ -51,9 +51,12 @@ def two_streaming_hosts(tmp_path):
 
     text = (REPO / "inventory" / "local.py").read_text()
     text = text.replace(
-        'streaming = [("n2", {"ssh_hostname": "10.77.0.12", "private_ip": "10.77.0.12", **_ssh})]',
-        'streaming = [("n2", {"ssh_hostname": "10.77.0.12", "private_ip": "10.77.0.12", **_ssh}),\n'
-        '             ("n2-2", {"ssh_hostname": "10.77.0.22", "private_ip": "10.77.0.22", **_ssh})]',
+        'streaming = [("n2", {"ssh_hostname": "10.77.0.12", "public_ip": "10.77.0.12", "private_ip": "10.78.0.12", '
+        '**_ssh})]',
+        'streaming = [("n2", {"ssh_hostname": "10.77.0.12", "public_ip": "10.77.0.12", "private_ip": "10.78.0.12", '
+        '**_ssh}),\n'
+        '             ("n2-2", {"ssh_hostname": "10.77.0.22", "public_ip": "10.77.0.22", "private_ip": "10.78.0.22", '
+        '**_ssh})]',
     )
     assert "n2-2" in text, "inventory/local.py changed shape: update this fixture"
     path = tmp_path / "two_streaming.py"
@@ -218,9 +221,9 @@ def test_two_streaming_hosts_use_redis_and_a_sticky_caddy(tmp_path, centrifugo_b
     inv = two_streaming_hosts(tmp_path)
     host = inv.get_host("n2")
     addrs = group_addrs(inv)
-    assert addrs["streaming"] == ["10.77.0.12", "10.77.0.22"]
+    assert addrs["streaming"] == ["10.78.0.12", "10.78.0.22"]
     conf = config_of(inv, host)
-    assert conf["http_server"]["address"] == "10.77.0.12"  # reachable by the other host's Caddy
+    assert conf["http_server"]["address"] == "10.78.0.12"  # reachable by the other host's Caddy
     redis = conf["engine"]["redis"]
     assert conf["engine"]["type"] == "redis"
     assert redis["address"] == [f"redis://{a}:{host.data.redis_port}" for a in addrs["storage"]]
@@ -231,7 +234,7 @@ def test_two_streaming_hosts_use_redis_and_a_sticky_caddy(tmp_path, centrifugo_b
 
     site = s.ws_site(host.data, addrs)
     port = host.data.centrifugo_client_port
-    assert f"reverse_proxy 10.77.0.12:{port} 10.77.0.22:{port} {{" in site
+    assert f"reverse_proxy 10.78.0.12:{port} 10.78.0.22:{port} {{" in site
     assert f"lb_policy {host.data.centrifugo_lb_policy}" in site
     assert host.data.centrifugo_lb_policy in ("ip_hash", "cookie")
     validate_caddy(tmp_path / "caddy", {"ws": site}, host.data)
@@ -239,7 +242,7 @@ def test_two_streaming_hosts_use_redis_and_a_sticky_caddy(tmp_path, centrifugo_b
     # The client port opens to the streaming hosts only; it is not listened on with one host.
     nft, _ = rendered_files(host.data, "n2", host.groups, addrs, platform_hosts(inv))["/etc/nftables.conf"]
     (rule,) = [line.strip() for line in nft.splitlines() if 'comment "centrifugo-client"' in line]
-    assert "10.77.0.12/32, 10.77.0.22/32" in rule and f"dport {port} " in rule
+    assert "10.78.0.12/32, 10.78.0.22/32" in rule and f"dport {port} " in rule
 
 
 # --- Caddy ---------------------------------------------------------------------------------------
@@ -300,10 +303,10 @@ def test_firewall_internal_port_for_app_and_backup_only(env):
     port = host.data.centrifugo_internal_port
     (api,) = _rules(inv, host, "centrifugo-api")
     (metrics,) = _rules(inv, host, "centrifugo-metrics")
-    assert api == f"ip saddr {{ {', '.join(a + '/32' for a in addrs['app'])} }} tcp dport {port} accept " \
-                  f'comment "centrifugo-api"'
-    assert metrics == f"ip saddr {{ {', '.join(a + '/32' for a in addrs['backup'])} }} tcp dport {port} " \
-                      f'accept comment "centrifugo-metrics"'
+    assert api == f"iifname \"wg0\" ip saddr {{ {', '.join(a + '/32' for a in addrs['app'])} }} tcp dport {port} " \
+                  f'accept comment "centrifugo-api"'
+    assert metrics == f"iifname \"wg0\" ip saddr {{ {', '.join(a + '/32' for a in addrs['backup'])} }} tcp dport " \
+                      f'{port} accept comment "centrifugo-metrics"'
     assert all("saddr" not in r for r in _rules(inv, host, "ws-https"))  # 443 from anywhere
     assert _rules(inv, host, "ws-http")
     # Nothing else on the internal port; no other host opens it.
