@@ -184,3 +184,23 @@ def test_a_changed_host_key_stops_the_apply_before_any_operation(tmp_path):
     errors = [line for line in out.splitlines() if f"[{name}]" in line and "host key" in line.lower()]
     assert errors, out[-3000:]
     assert run("apply", "local").returncode == 0
+
+
+# --- the platform CA is the environment's, not a control node's -----------------------------------
+
+
+def test_two_applies_from_two_clean_control_node_homes_issue_no_new_certificate(tmp_path):
+    """No certificate state lives in a home directory (a fresh CI runner has none): applies
+    from two empty homes change nothing, so no certificate is reissued and nothing restarts."""
+    import os
+
+    from codeb import artifacts
+
+    for home in ("home-a", "home-b"):
+        (tmp_path / home).mkdir()
+        env = dict(os.environ, HOME=str(tmp_path / home), CODEB_ARTIFACT_CACHE=str(artifacts.CACHE))
+        proc = subprocess.run([sys.executable, "-m", "codeb.run", "apply", "local"], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        assert "[converge]" in proc.stdout and ", 0 change(s), exit 0" in proc.stdout, proc.stdout[-3000:]
+        assert not any((tmp_path / home).rglob("*.key")), "a key was written into the control node's home"
