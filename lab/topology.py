@@ -238,10 +238,28 @@ def prepare_guest(name: str, addr: str, gateway: str) -> Path:
     return root
 
 
+def veth(name: str) -> str:
+    """The host side of a guest's veth (systemd-nspawn: vb-<machine>, at most 15 characters)."""
+    return f"vb-{name}"[:15]
+
+
+def wait_veth_gone(name: str, timeout: float = 30) -> None:
+    """A guest stopped with SIGKILL leaves its veth until the kernel tears its namespace down;
+    a new guest of the same name cannot start before."""
+    deadline = time.monotonic() + timeout
+    while run("ip", "link", "show", veth(name), check=False, capture_output=True).returncode == 0:
+        if time.monotonic() > deadline:
+            log(f"{name}: removing stale {veth(name)}")
+            run("ip", "link", "del", veth(name), check=False, capture_output=True)
+            return
+        time.sleep(0.5)
+
+
 def start_guest(name: str, root: Path) -> None:
     pidfile = RUN / f"{name}.pid"
     if alive(pidfile):
         return
+    wait_veth_gone(name)
     log(f"{name}: boot")
     env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
     logf = open(RUN / f"{name}.console", "ab")
@@ -256,9 +274,13 @@ def start_guest(name: str, root: Path) -> None:
     pidfile.write_text(f"{proc.pid}\n")
 
 
-def wait_port(addr: str, port: int, timeout: float = 90) -> None:
+def wait_port(addr: str, port: int, timeout: float = 150, name: str | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if name and not alive(RUN / f"{name}.pid"):
+            console = RUN / f"{name}.console"
+            tail = console.read_text(errors="replace").splitlines()[-15:] if console.exists() else []
+            raise SystemExit(f"{name}: systemd-nspawn exited before SSH answered:\n" + "\n".join(tail))
         try:
             with socket.create_connection((addr, port), timeout=2) as s:
                 if s.recv(4).startswith(b"SSH"):
@@ -323,7 +345,7 @@ def up() -> None:
         start_guest(name, prepare_guest(name, addr, gateway))
     write_known_hosts(hosts)
     for name, addr in hosts:
-        wait_port(addr, 22)
+        wait_port(addr, 22, name=name)
         log(f"{name}: ssh up on {addr}")
 
 
@@ -417,9 +439,10 @@ def down() -> None:
     remove_vantages()
     if RUN.exists():
         for pidfile in sorted(RUN.glob("*.pid")):
-            if pidfile.name != "apt-cacher-ng.pid":
+            if pidfile.name not in ("apt-cacher-ng.pid", "registry.pid"):
                 log(f"{pidfile.stem}: stop")
                 stop_pid(pidfile)
+                wait_veth_gone(pidfile.stem)
         stop_pid(RUN / "apt-cacher-ng.pid")
         registry = RUN / "registry.pid"
         stop_pid(registry)
