@@ -4,6 +4,8 @@ import datetime as dt
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from codeb import pki, secrets
 
@@ -55,6 +57,7 @@ def test_make_secrets_creates_the_ca_key_once(tmp_path, monkeypatch):
     added = secrets.ensure("local", [pki.SECRET_CA_KEY, "other"])
     assert added == [pki.SECRET_CA_KEY, "other"]
     first = secrets.read("local")[pki.SECRET_CA_KEY]
-    assert first.startswith("-----BEGIN PRIVATE KEY-----")
+    key = serialization.load_pem_private_key(first.encode(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
     assert secrets.ensure("local", [pki.SECRET_CA_KEY, "other"]) == []
     assert secrets.read("local")[pki.SECRET_CA_KEY] == first
