@@ -32,7 +32,6 @@ import uuid
 
 from bench.common import (
     CA_CERT,
-    LAB,
     PY,
     REPO,
     addr,
@@ -47,6 +46,7 @@ from bench.common import (
     ssh,
     summary_ms,
 )
+from lab.topology import netns_prefix
 
 N = int(os.environ.get("BENCH_SUBSCRIBERS", "2000"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
@@ -71,17 +71,6 @@ def split(n: int, parts: int) -> list[int]:
     """n as `parts` near-equal positive shares."""
     parts = max(1, min(parts, n))
     return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
-
-
-def netns_prefix(guest: str) -> list[str]:
-    """nsenter into a guest's network namespace (its init is systemd-nspawn's child)."""
-    nspawn = int((LAB / "run" / f"{guest}.pid").read_text())
-    children = open(f"/proc/{nspawn}/task/{nspawn}/children").read().split()
-    inits = [c for c in children if open(f"/proc/{c}/comm").read().strip() in ("systemd", "init")]
-    if not inits:
-        raise RuntimeError(f"{guest}: systemd-nspawn {nspawn} has no init child ({children})")
-    children = inits
-    return ["nsenter", f"--net=/proc/{children[0]}/ns/net", "--"]
 
 
 PUBLISHER = r"""

@@ -1,4 +1,4 @@
-"""Binaries that Debian does not package, built from pinned Go module versions.
+"""Binaries that Debian does not package, built from pinned Go module or crate versions.
 
     python -m codeb.artifacts build [ENV]   # `make artifacts`: build every pin, before pyinfra runs
     python -m codeb.artifacts list [ENV]    # what is pinned, and whether this control node has it
@@ -17,8 +17,8 @@ held across a subprocess (which yields to the other greenlets) deadlocks the who
 process. Concurrent builds of one artifact each build in a private directory and
 publish it with one atomic rename; the first to finish wins.
 
-A spec is a mapping:
-    module:   Go module path, e.g. github.com/minio/minio
+A spec is a mapping, for a Go module:
+    module:   Go module path, e.g. github.com/centrifugal/centrifugo/v6
     version:  exact version or pseudo-version (the pin)
     sha256:   expected SHA-256 of the linux/amd64 binary built with the pinned toolchain
     package:  main package to build (default: the module)
@@ -30,6 +30,14 @@ A spec is a mapping:
               copy of the pinned module's source before building, when a replaced
               requirement changed an API the pin calls (recorded with the pin, with the
               reason); each `old` must occur, or the build fails
+or, for a Rust crate from crates.io (built with `cargo install --locked`, so the crate's
+own lock file decides every dependency, with the pinned Rust toolchain `rust_toolchain`):
+    crate:    crate name, e.g. garage
+    version:  exact version
+    sha256, binary: as above
+    features: optional list of cargo features (default features otherwise)
+Build paths are remapped (Rust and C alike), so the digest does not depend on where the
+cache or the cargo home is.
 """
 
 from __future__ import annotations
@@ -78,8 +86,17 @@ def _group_data(name: str) -> dict:
     return runpy.run_path(str(path)) if path.exists() else {}
 
 
-def toolchain() -> str:
-    return _group_data("all")["go_toolchain"]
+def toolchain(spec: dict | None = None) -> str:
+    """The pinned toolchain for `spec`: Go's by default, Rust's for a crate."""
+    data = _group_data("all")
+    if spec is not None and "crate" in spec:
+        return f"rust{data['rust_toolchain']}"
+    return data["go_toolchain"]
+
+
+def source(spec: dict) -> str:
+    """`module@version` or `crate@version`, for messages."""
+    return f"{spec.get('module') or spec['crate']}@{spec['version']}"
 
 
 def pins(env: str | None = None) -> dict[str, dict]:
@@ -110,7 +127,7 @@ def _key(spec: dict, go: str) -> str:
 
 
 def cache_dir(spec: dict, go: str | None = None) -> Path:
-    go = go or toolchain()
+    go = toolchain(spec) if "crate" in spec else (go or toolchain())
     return CACHE / f"{spec['binary']}-{spec['version']}-{_key(spec, go)}"
 
 
@@ -130,7 +147,7 @@ def _verify(binary: Path) -> str:
 def lookup(spec: dict, name: str | None = None, go: str | None = None) -> Artifact:
     """The cached, verified binary for `spec`; ArtifactError if `make artifacts` has not built it."""
     name = name or spec["binary"]
-    where = f"{_where(name)} ({spec['module']}@{spec['version']})"
+    where = f"{_where(name)} ({source(spec)})"
     if not spec.get("sha256"):
         raise ArtifactError(f"{where} has no 'sha256': record the expected digest next to the pin")
     binary = cache_dir(spec, go) / spec["binary"]
@@ -152,7 +169,7 @@ def check(env: str) -> list[str]:
         return ["group_data/all.py: 'go_toolchain' is not set"]
     for name, spec in pins(env).items():
         try:
-            lookup(spec, name, go)
+            lookup(spec, name, toolchain(spec) if "crate" in spec else go)
         except ArtifactError as exc:
             problems.append(f"artifacts: {exc}")
     return problems
@@ -202,6 +219,51 @@ def _edited_source(spec: dict, work: Path, env: dict, log) -> None:
     apply_edits(dest, spec["edits"])
 
 
+def _compile_go(spec: dict, stage: Path, go: str, log) -> None:
+    work = stage / "work"
+    work.mkdir()
+    env = dict(os.environ, CGO_ENABLED="0", GOOS=GOOS, GOARCH=GOARCH, GOFLAGS="-mod=mod", GOTOOLCHAIN=go)
+    if spec.get("edits"):
+        _edited_source(spec, work, env, log)
+    (work / "go.mod").write_text(_go_mod(spec))
+    ldflags = " ".join(["-s", "-w", *([spec["ldflags"]] if spec.get("ldflags") else [])])
+    _go(["build", "-trimpath", "-ldflags", ldflags, "-o", str(stage / spec["binary"]),
+         spec.get("package", spec["module"])], work, env, log)
+
+
+def cargo_home() -> Path:
+    return Path(os.environ.get("CARGO_HOME", Path.home() / ".cargo"))
+
+
+def cargo_command(spec: dict, stage: Path) -> tuple[list[str], dict]:
+    """`cargo install --locked` of the pinned crate into `stage`, with every build path
+    (the stage, the cargo home) remapped in Rust and C output and symbols stripped."""
+    home = cargo_home()
+    maps = [(str(stage), "/build"), (str(home), "/cargo")]
+    rustflags = " ".join(f"--remap-path-prefix={a}={b}" for a, b in maps)
+    cflags = " ".join(f"-ffile-prefix-map={a}={b}" for a, b in maps)
+    env = dict(os.environ, RUSTUP_TOOLCHAIN=toolchain(spec).removeprefix("rust"), CARGO_HOME=str(home),
+               CARGO_TARGET_DIR=str(stage / "target"), RUSTFLAGS=rustflags, CFLAGS=cflags, CXXFLAGS=cflags,
+               CARGO_PROFILE_RELEASE_STRIP="symbols", CARGO_PROFILE_RELEASE_DEBUG="0",
+               CARGO_INCREMENTAL="0", SOURCE_DATE_EPOCH="0", CARGO_TERM_COLOR="never")
+    env.pop("RUSTC_WRAPPER", None)
+    cmd = ["cargo", "install", "--locked", "--force", "--root", str(stage / "root"),
+           f"{spec['crate']}@{spec['version']}", "--bin", spec["binary"]]
+    if spec.get("features"):
+        cmd += ["--no-default-features", "--features", ",".join(spec["features"])]
+    return cmd, env
+
+
+def _compile_crate(spec: dict, stage: Path, log) -> None:
+    cmd, env = cargo_command(spec, stage)
+    proc = subprocess.run(cmd, cwd=stage, env=env, stdout=log, stderr=log)
+    if proc.returncode:
+        raise ArtifactError(f"`cargo install {spec['crate']}@{spec['version']}` failed (exit {proc.returncode})")
+    (stage / "root" / "bin" / spec["binary"]).rename(stage / spec["binary"])
+    for leftover in ("target", "root"):
+        shutil.rmtree(stage / leftover, ignore_errors=True)
+
+
 def build(spec: dict, name: str | None = None, go: str | None = None) -> tuple[Artifact, bool]:
     """Return (artifact, built): the cached binary for `spec`, built first if missing.
 
@@ -209,31 +271,29 @@ def build(spec: dict, name: str | None = None, go: str | None = None) -> tuple[A
     happens in its own directory and is published by an atomic rename.
     """
     name = name or spec["binary"]
-    go = go or toolchain()
-    where = f"{_where(name)} ({spec['module']}@{spec['version']})"
+    crate = "crate" in spec
+    go = toolchain(spec) if crate else (go or toolchain())
+    where = f"{_where(name)} ({source(spec)})"
     if spec.get("sha256"):
         try:
             return lookup(spec, name, go), False
         except ArtifactError:
             pass
-    if shutil.which("go") is None:
-        raise ArtifactError(f"{where}: no `go` on PATH; install Go 1.21 or later (the pinned {go} "
-                            "is then fetched through the module proxy)")
+    tool = "cargo" if crate else "go"
+    if shutil.which(tool) is None:
+        hint = (f"install rustup with the {go} toolchain" if crate else
+                f"install Go 1.21 or later (the pinned {go} is then fetched through the module proxy)")
+        raise ArtifactError(f"{where}: no `{tool}` on PATH; {hint}")
     out_dir = cache_dir(spec, go)
     CACHE.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=CACHE))
     try:
-        work = stage / "work"
-        work.mkdir()
-        env = dict(os.environ, CGO_ENABLED="0", GOOS=GOOS, GOARCH=GOARCH, GOFLAGS="-mod=mod", GOTOOLCHAIN=go)
         with open(stage / "build.log", "w") as log:
             try:
-                if spec.get("edits"):
-                    _edited_source(spec, work, env, log)
-                (work / "go.mod").write_text(_go_mod(spec))
-                ldflags = " ".join(["-s", "-w", *([spec["ldflags"]] if spec.get("ldflags") else [])])
-                _go(["build", "-trimpath", "-ldflags", ldflags, "-o", str(stage / spec["binary"]),
-                     spec.get("package", spec["module"])], work, env, log)
+                if crate:
+                    _compile_crate(spec, stage, log)
+                else:
+                    _compile_go(spec, stage, go, log)
             except ArtifactError as exc:
                 log.flush()
                 tail = (stage / "build.log").read_text().splitlines()[-15:]
@@ -246,7 +306,7 @@ def build(spec: dict, name: str | None = None, go: str | None = None) -> tuple[A
         if digest != spec["sha256"]:
             raise ArtifactError(f"{where}: built with {go}, SHA-256 {digest} is not the pinned {spec['sha256']}; "
                                 "check the toolchain and the pin before changing the digest")
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(stage / "work", ignore_errors=True)
         (stage / f"{spec['binary']}.sha256").write_text(digest + "\n")
         try:
             return lookup(spec, name, go), True  # another builder published the same pin first
@@ -270,7 +330,7 @@ def build_all(env: str | None) -> int:
         start = time.monotonic()
         print(f"[artifacts] {name} {spec['version']}: ", end="", flush=True)
         try:
-            artifact, built = build(spec, name, go)
+            artifact, built = build(spec, name, toolchain(spec) if "crate" in spec else go)
         except ArtifactError as exc:
             print("failed", flush=True)
             print(f"error: {exc}", file=sys.stderr, flush=True)

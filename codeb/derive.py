@@ -10,6 +10,7 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping
 
 from .registry import Instance
@@ -59,6 +60,7 @@ def origins(instances: Iterable[Instance]) -> list[str]:
 # --- secrets ------------------------------------------------------------------------
 
 SECRET_WIREGUARD_SEED = "wireguard_seed"
+SECRET_GARAGE_RPC = "garage_rpc_secret"
 # Secrets that exist once per environment.
 PLATFORM_SECRETS = (
     "centrifugo_hmac_secret",
@@ -66,7 +68,11 @@ PLATFORM_SECRETS = (
     "centrifugo_admin_password",
     "redis_centrifugo_password",
     "redis_admin_password",
-    "minio_root_password",
+    # Garage (the S3 server): its nodes' shared RPC secret (64 hex), the admin API token
+    # (it never leaves the storage hosts) and the metrics token Prometheus presents.
+    SECRET_GARAGE_RPC,
+    "garage_admin_token",
+    "garage_metrics_token",
     "pdns_api_key",
     "pdns_db_password",
     # Backup issue: restic repositories (file backups on the backup host) and their
@@ -88,8 +94,14 @@ def secret_redis_password(inst: Instance) -> str:
     return f"redis_password.{inst.name}"
 
 
-def secret_s3_secret_key(inst: Instance) -> str:
-    return f"s3_secret_key.{inst.name}"
+def secret_s3_key_id(inst: Instance) -> str:
+    """The instance's S3 access key id, in Garage's format (GK + 24 hex digits)."""
+    return f"s3_key_id.{inst.name}"
+
+
+def secret_s3_key_secret(inst: Instance) -> str:
+    """The instance's S3 secret key, in Garage's format (64 hex digits)."""
+    return f"s3_key_secret.{inst.name}"
 
 
 def required_secrets(instances: Iterable[Instance]) -> list[str]:
@@ -100,7 +112,7 @@ def required_secrets(instances: Iterable[Instance]) -> list[str]:
         if "redis" in inst.needs:
             names.append(secret_redis_password(inst))
         if "bucket" in inst.needs:
-            names.append(secret_s3_secret_key(inst))
+            names.extend([secret_s3_key_id(inst), secret_s3_key_secret(inst)])
     return names
 
 
@@ -366,38 +378,47 @@ def redis_acl_users(instances: Iterable[Instance], secrets: Mapping[str, str]) -
     return users
 
 
-# --- storage host: MinIO ---------------------------------------------------------------
+# --- storage host: Garage (S3) ----------------------------------------------------------
+
+# Garage's own formats (garage_model key_table): access key ids are "GK" and 12 random
+# bytes in hex, secrets 32 random bytes in hex. Keys are imported with these values, so
+# they are the environment's secrets, not Garage's.
+S3_KEY_ID_RE = re.compile(r"GK[0-9a-f]{24}")
+S3_KEY_SECRET_RE = re.compile(r"[0-9a-f]{64}")
+GARAGE_RPC_SECRET_RE = re.compile(r"[0-9a-f]{64}")
 
 
-def s3_access_key(inst: Instance) -> str:
+def s3_key_name(inst: Instance) -> str:
+    """The key's name in Garage: the instance (ids are random, names are for people)."""
     return inst.name
 
 
-def s3_policy_name(inst: Instance) -> str:
-    return f"bucket-{bucket_name(inst)}"
-
-
-def s3_bucket_policy(bucket: str) -> dict:
-    """IAM policy for one project's access key: its own bucket and nothing else."""
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Effect": "Allow", "Action": ["s3:GetBucketLocation", "s3:ListBucket",
-                                           "s3:ListBucketMultipartUploads"],
-             "Resource": [f"arn:aws:s3:::{bucket}"]},
-            {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
-                                           "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
-             "Resource": [f"arn:aws:s3:::{bucket}/*"]},
-        ],
-    }
-
-
 def s3_desired(instances: Iterable[Instance], secrets: Mapping[str, str]) -> list[dict]:
+    """Per instance with a bucket: its bucket (global alias) and its key, allowed read and
+    write on that bucket only (no owner, no bucket creation)."""
     return [
-        {"bucket": bucket_name(i), "user": s3_access_key(i), "secret": secrets[secret_s3_secret_key(i)],
-         "policy": s3_policy_name(i), "document": s3_bucket_policy(bucket_name(i))}
+        {"bucket": bucket_name(i), "name": s3_key_name(i), "key_id": secrets[secret_s3_key_id(i)],
+         "secret": secrets[secret_s3_key_secret(i)]}
         for i in with_need(instances, "bucket")
     ]
+
+
+def s3_secret_problems(instances: Iterable[Instance], secrets: Mapping[str, str]) -> list[str]:
+    """Secrets in a shape Garage would refuse (one line each, naming the secret, never its value)."""
+    problems = []
+    checks = [(SECRET_GARAGE_RPC, GARAGE_RPC_SECRET_RE, "64 hex digits")]
+    for i in with_need(instances, "bucket"):
+        checks += [(secret_s3_key_id(i), S3_KEY_ID_RE, "GK and 24 hex digits"),
+                   (secret_s3_key_secret(i), S3_KEY_SECRET_RE, "64 hex digits")]
+    for name, pattern, shape in checks:
+        if name in secrets and not pattern.fullmatch(secrets[name]):
+            problems.append(f"secrets: {name} is not in Garage's format ({shape}); "
+                            f"remove it and run `make secrets` to generate it")
+    ids = [secrets.get(secret_s3_key_id(i)) for i in with_need(instances, "bucket")]
+    dupes = sorted({k for k in ids if k and ids.count(k) > 1})
+    if dupes:
+        problems.append(f"secrets: {len(dupes)} S3 key id(s) shared by several instances")
+    return problems
 
 
 # --- storage host: PowerDNS ------------------------------------------------------------
@@ -545,7 +566,8 @@ def app_env(
     platform_domain: str,
     postgresql_port: int,
     redis_port: int,
-    minio_port: int,
+    s3_port: int,
+    s3_region: str,
     centrifugo_internal_port: int,
     database_host: str | None = None,
     ca_file: str | None = None,
@@ -567,11 +589,11 @@ def app_env(
         env["REDIS_PREFIX"] = redis_env_prefix(inst)
     if "bucket" in inst.needs:
         env.update({
-            "S3_ENDPOINT": s3_endpoint(storage_addr, minio_port),
-            "S3_REGION": "us-east-1",
+            "S3_ENDPOINT": s3_endpoint(storage_addr, s3_port),
+            "S3_REGION": s3_region,
             "S3_BUCKET": bucket_name(inst),
-            "S3_ACCESS_KEY_ID": s3_access_key(inst),
-            "S3_SECRET_ACCESS_KEY": secrets[secret_s3_secret_key(inst)],
+            "S3_ACCESS_KEY_ID": secrets[secret_s3_key_id(inst)],
+            "S3_SECRET_ACCESS_KEY": secrets[secret_s3_key_secret(inst)],
             "S3_FORCE_PATH_STYLE": "true",
         })
     if "realtime" in inst.needs:
@@ -896,30 +918,12 @@ def restic_repository(host: str, backup_host: str, port: int, local: bool, repo_
     return f"rest:https://{backup_host}:{port}/{host}/"
 
 
-def minio_prometheus_token(access_key: str, secret_key: str, expires: int = 4102444800) -> str:
-    """What `mc admin prometheus generate` makes: a JWT (HS512, issuer `prometheus`, subject
-    the access key) signed with its secret key; MinIO accepts it as a bearer token for the
-    metrics endpoints only. Fixed expiry (2100-01-01) so it renders identically."""
-    import base64
-    import hashlib
-    import hmac
-    import json
-
-    def b64(data: bytes) -> str:
-        return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-    header = b64(json.dumps({"alg": "HS512", "typ": "JWT"}, separators=(",", ":")).encode())
-    claims = b64(json.dumps({"exp": expires, "iss": "prometheus", "sub": access_key},
-                            separators=(",", ":")).encode())
-    signing = f"{header}.{claims}".encode()
-    return f"{header}.{claims}.{b64(hmac.new(secret_key.encode(), signing, hashlib.sha512).digest())}"
-
-
 def prometheus_scrape_configs(hosts: Iterable[tuple[str, str]], group_addrs: Mapping[str, list[str]], *,
-                              node_port: int, centrifugo_port: int, minio_port: int,
-                              minio_token_file: str) -> list[dict]:
+                              node_port: int, centrifugo_port: int, s3_admin_port: int,
+                              s3_metrics_token_file: str) -> list[dict]:
     """Prometheus scrape jobs: node-exporter on every host (labelled by host name),
-    Centrifugo on the streaming hosts, MinIO's cluster metrics on the storage hosts."""
+    Centrifugo on the streaming hosts, Garage's metrics (admin port, bearer token) on the
+    storage hosts."""
     hosts = sorted(hosts)
     by_addr = {a: n for n, a in hosts}
 
@@ -930,9 +934,9 @@ def prometheus_scrape_configs(hosts: Iterable[tuple[str, str]], group_addrs: Map
         {"job_name": "node", "static_configs": targets([a for _, a in hosts], node_port)},
         {"job_name": "centrifugo", "metrics_path": "/metrics",
          "static_configs": targets(group_addrs.get("streaming", []), centrifugo_port)},
-        {"job_name": "minio", "metrics_path": "/minio/v2/metrics/cluster",
-         "authorization": {"type": "Bearer", "credentials_file": minio_token_file},
-         "static_configs": targets(group_addrs.get("storage", []), minio_port)},
+        {"job_name": "garage", "metrics_path": "/metrics",
+         "authorization": {"type": "Bearer", "credentials_file": s3_metrics_token_file},
+         "static_configs": targets(group_addrs.get("storage", []), s3_admin_port)},
     ]
 
 

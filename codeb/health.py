@@ -27,14 +27,16 @@ def host_groups(env: str) -> dict[str, tuple[dict, list[str]]]:
     return hosts
 
 
-def checks_for(groups: list[str], table: dict) -> list[tuple[str, str]]:
-    """(label, shell check) for a host in these groups; each check prints nothing and exits 0 when ok."""
+def checks_for(groups: list[str], table: dict, private_ip: str = "127.0.0.1") -> list[tuple[str, str]]:
+    """(label, shell check) for a host in these groups; each check prints nothing and exits 0 when ok.
+    An URL may name `{private_ip}`: services bound to the private address only."""
     out = []
     for group in ["all", *groups]:
         spec = table.get(group, {})
         for unit in spec.get("units", []):
             out.append((unit, f"systemctl is-active --quiet {shlex.quote(unit)}"))
         for label, url in spec.get("http", {}).items():
+            url = url.format(private_ip=private_ip)
             out.append((label, f"curl -fsS -o /dev/null -m 5 {shlex.quote(url)}"))
     if "app" in groups:
         for inst in registry.load().instances:
@@ -62,8 +64,11 @@ def main(env: str) -> int:
     table = runpy.run_path(str(REPO / "group_data" / "all.py"))["health_checks"]
     hosts = host_groups(env)
     with ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(lambda item: probe(item[0], item[1][0], checks_for(item[1][1], table)),
-                                hosts.items()))
+        def one(item):
+            name, (data, groups) = item
+            return probe(name, data, checks_for(groups, table, data.get("private_ip", "127.0.0.1")))
+
+        results = list(pool.map(one, hosts.items()))
     rows = [row for host_rows in results for row in host_rows]
     width = max(len(r[1]) for r in rows)
     print(f"{'HOST':6} {'CHECK':{width}} STATUS")

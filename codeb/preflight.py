@@ -173,4 +173,7 @@ def environment_group(env: str, groups: dict) -> tuple[list[str], dict]:
         values.update({n: present[n] for n in derive.OPTIONAL_SECRETS if n in present})
     except secrets.SecretsError as exc:
         _fail([str(exc)])
+    shape = derive.s3_secret_problems(reg.instances, values)
+    if shape:
+        _fail(shape)
     return host_names(groups), {"secrets": values}

@@ -36,8 +36,24 @@ def _new_ca_key() -> str:
     return pki.new_ca_key_pem()
 
 
-# Secrets of another shape than a random string: the platform CA's private key (PEM).
-GENERATORS = {"platform_ca_key": _new_ca_key}
+def _token_hex(nbytes: int, prefix: str = ""):
+    return lambda: prefix + _random.token_hex(nbytes)
+
+
+# Secrets of another shape than a random string: the platform CA's private key (PEM), and
+# Garage's formats (codeb/derive.py): RPC secret and S3 key secrets 32 bytes in hex, S3 key
+# ids "GK" and 12 bytes in hex. Keyed by name, or by the prefix before a per-instance ".".
+GENERATORS = {
+    "platform_ca_key": _new_ca_key,
+    "garage_rpc_secret": _token_hex(32),
+    "s3_key_id.": _token_hex(12, "GK"),
+    "s3_key_secret.": _token_hex(32),
+}
+
+
+def generator(name: str):
+    prefix = name.split(".", 1)[0] + "." if "." in name else None
+    return GENERATORS.get(name) or GENERATORS.get(prefix) or generate
 
 
 def secrets_file(env: str) -> Path:
@@ -159,7 +175,7 @@ def ensure(env: str, required: list[str]) -> list[str]:
     values = read(env)
     added = [name for name in required if name not in values]
     for name in added:
-        values[name] = GENERATORS.get(name, generate)()
+        values[name] = generator(name)()
     if added or not secrets_file(env).exists():
         write(env, values)
     return added

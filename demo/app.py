@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Demo app for the platform's tests: one process, standard library plus psycopg and redis.
+"""Demo app for the platform's tests: one process, standard library plus psycopg, redis and boto3.
 
 Configuration comes only from the environment the platform generates (the
-instance's env file): PORT, DATABASE_URL, REDIS_URL, REDIS_PREFIX, CENTRIFUGO_URL,
-CENTRIFUGO_SECRET, ... Nothing secret is ever written to a response or a log.
+instance's env file): PORT, DATABASE_URL, REDIS_URL, REDIS_PREFIX, S3_ENDPOINT, S3_BUCKET,
+S3_ACCESS_KEY_ID, CENTRIFUGO_URL, CENTRIFUGO_SECRET, ... Nothing secret is ever written to a response or a log.
 
     GET /api/health   200 {"status": "ok", "checks": {...}} when every configured
                       dependency answers, 503 with the failing check otherwise.
@@ -56,6 +56,26 @@ def check_redis(url: str, prefix: str) -> None:
         client.close()
 
 
+_s3 = None
+
+
+def check_s3(env) -> None:
+    """A write and a read of one small object in the instance's own bucket, with a client that
+    retries the way an app's would (standard mode, 3 attempts)."""
+    global _s3
+    if _s3 is None:
+        import boto3
+        from botocore.config import Config
+
+        _s3 = boto3.client("s3", endpoint_url=env["S3_ENDPOINT"], region_name=env.get("S3_REGION"),
+                           aws_access_key_id=env["S3_ACCESS_KEY_ID"], aws_secret_access_key=env["S3_SECRET_ACCESS_KEY"],
+                           config=Config(s3={"addressing_style": "path"}, connect_timeout=TIMEOUT, read_timeout=TIMEOUT,
+                                         retries={"mode": "standard", "max_attempts": 3}))
+    key = f"health/{INSTANCE}"
+    _s3.put_object(Bucket=env["S3_BUCKET"], Key=key, Body=str(time.time()).encode())
+    _s3.get_object(Bucket=env["S3_BUCKET"], Key=key)["Body"].read()
+
+
 def health() -> tuple[int, dict]:
     if os.environ.get("DEMO_FAIL_HEALTH") == "1":
         return 503, {"status": "error", "version": VERSION, "checks": {"self": {"ok": False, "error": "forced"}}}
@@ -72,6 +92,12 @@ def health() -> tuple[int, dict]:
             checks["redis"] = {"ok": True}
         except Exception as exc:  # noqa: BLE001
             checks["redis"] = {"ok": False, "error": type(exc).__name__}
+    if os.environ.get("S3_ENDPOINT"):
+        try:
+            check_s3(os.environ)
+            checks["s3"] = {"ok": True}
+        except Exception as exc:  # noqa: BLE001
+            checks["s3"] = {"ok": False, "error": type(exc).__name__}
     ok = all(c["ok"] for c in checks.values())
     body = {"status": "ok" if ok else "error", "version": VERSION, "instance": INSTANCE,
             "uptime": round(time.monotonic() - STARTED, 1), "checks": checks}

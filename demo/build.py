@@ -41,7 +41,7 @@ CACHE = Path(os.environ.get("CODEB_LAB_CACHE", "/var/cache/codeb-lab"))
 BASE = CACHE / "trixie-base-v1"
 WORK = CACHE / "demo-build"
 REPOSITORY = "codeb/demo"
-PACKAGES = ["python3-psycopg", "python3-redis", "curl"]
+PACKAGES = ["python3-psycopg", "python3-redis", "python3-boto3", "curl"]
 # The official Centrifugo JavaScript client, from npm: version and integrity pinned.
 CENTRIFUGE_JS = {
     "package": "centrifuge",

@@ -41,7 +41,7 @@ wireguard_userspace = None
 # Internal UIs, reached by admins only through an SSH tunnel to the host that runs them
 # (sshd allows local forwarding to exactly these): {group: [(address, port)]}, where the
 # address "private" stands for the host's private address.
-admin_uis = {"backup": [("private", 9090)], "storage": [("127.0.0.1", 9001)]}
+admin_uis = {"backup": [("private", 9090)]}
 
 # Who may reach which port: the firewall on every host is derived from this
 # table (codeb/derive.py:firewall_rules). Sources: host groups (their private
@@ -58,7 +58,11 @@ firewall_services = {
     "postgresql": {"port": 5432, "on": "storage", "from": ["app", "backup"]},
     # Streaming hosts use Redis only as Centrifugo's engine when there are several of them.
     "redis": {"port": 6379, "on": "storage", "from": ["app", "streaming@cluster"]},
-    "minio": {"port": 9000, "on": "storage", "from": ["app", "backup"]},
+    # Garage (S3): the S3 API to the app and backup hosts, its RPC between storage hosts
+    # only, its admin API and /metrics to the backup host (Prometheus).
+    "s3": {"port": 3900, "on": "storage", "from": ["app", "backup"]},
+    "garage-rpc": {"port": 3901, "on": "storage", "from": ["storage"]},
+    "garage-admin": {"port": 3903, "on": "storage", "from": ["backup"]},
     "pdns-api": {"port": 8081, "on": "storage", "from": ["app"]},
     # App hosts (roles/app): Caddy serves every app domain; the slot ports stay on localhost.
     "app-http": {"port": 80, "on": "app", "from": ["@any"]},
@@ -103,21 +107,18 @@ node_exporter_port = 9100
 # of the linux/amd64 build with that toolchain: a build that gives another digest fails.
 # The toolchain is fetched through the Go module proxy when the local `go` is another release.
 go_toolchain = "go1.26.8"
+# Crates are built the same way with `cargo install --locked` (the crate's own lock file)
+# and this Rust toolchain (rustup); their digests are as reproducible as the Go builds'.
+rust_toolchain = "1.95.0"
 artifacts = {
-    # MinIO community edition: source-only, no longer maintained upstream (see README).
-    "minio": {
-        "module": "github.com/minio/minio",
-        "version": "v0.0.0-20260212201848-7aac2a2c5b7c",
-        "binary": "minio",
-        "sha256": "166d850aaa1b30d5252eb332c4ed73020bcb54c23c848fea3880142c51147fd8",
-    },
-    # MinIO client, for buckets, users and policies on the storage host: the version
-    # the pinned server itself requires (go.mod of the minio pin), same maintenance risk.
-    "mc": {
-        "module": "github.com/minio/mc",
-        "version": "v0.0.0-20250313080218-cf909e1063a9",
-        "binary": "mc",
-        "sha256": "b8129cab2b6b03455856292bdda51efd39877b105183c27b04cbdade546c913c",
+    # Garage (Deuxfleurs, AGPL-3.0), the S3 server of the storage hosts (roles/storage/garage.py):
+    # maintained, replicated, published on crates.io with its lock file. Replaces MinIO
+    # community edition, archived upstream with open advisories (docs/migrate-minio-to-garage.md).
+    "garage": {
+        "crate": "garage",
+        "version": "2.5.0",
+        "binary": "garage",
+        "sha256": "d240d09dc1cf1314784544c1d2fd90602fe586e4cec3eb9a647d6fae17a04051",
     },
     # Centrifugo v6.9.1 (roles/streaming). Its go.mod requires centrifuge
     # v0.38.1-0.20260711082514-84d40cc4dbf6, which the Go module proxy does not serve (403);
@@ -177,8 +178,8 @@ centrifugo_namespaces = {
     "chat": {"presence": True, "history_size": 200, "history_ttl": "72h"},
 }
 
-# Storage host (roles/storage): PostgreSQL 17, Redis 8, MinIO, PowerDNS, all from Debian
-# trixie except MinIO (artifacts above).
+# Storage host (roles/storage): PostgreSQL 17, Redis 8, PowerDNS from Debian trixie;
+# Garage (S3) from its pin (artifacts above).
 postgresql_version = 17
 postgresql_port = 5432
 postgresql_connection_limit = 20
@@ -190,8 +191,21 @@ postgresql_max_connections = 200
 postgresql_hba_extra: list = []
 redis_port = 6379
 redis_maxmemory = "1gb"
-minio_port = 9000
-minio_console_port = 9001  # localhost only
+# Garage: every listener on the private address. Replication factor 1 on one storage
+# host; a second storage host joins the layout (README, "A second storage node"), and the
+# factor can then go to 2 or 3 (a data move Garage does online). `consistent`: reads see
+# every acknowledged write.
+s3_port = 3900
+s3_region = "garage"
+garage_rpc_port = 3901
+garage_admin_port = 3903
+garage_replication_factor = 1
+garage_consistency_mode = "consistent"
+garage_zone = "dc1"  # one zone per site; spread replicas over zones when there are several
+garage_capacity = "100G"  # this node's share in the layout (relative weight, not a quota)
+# While a storage host still runs MinIO (the migration, docs/migrate-minio-to-garage.md),
+# its S3 port stays open to the app hosts until they have switched to Garage.
+minio_migration_port = 9000
 pdns_api_port = 8081
 dns_ttl = 300
 
@@ -222,9 +236,8 @@ app_drain_seconds = 5
 health_checks = {
     "all": {"units": ["ssh", "nftables", "prometheus-node-exporter", "wg-quick@wg0"]},
     "storage": {
-        "units": ["postgresql@17-main", "redis-server", "minio", "pdns"],
-        "http": {"minio live": "http://127.0.0.1:9000/minio/health/live",
-                 "minio ready": "http://127.0.0.1:9000/minio/health/ready"},
+        "units": ["postgresql@17-main", "redis-server", "garage", "pdns"],
+        "http": {"garage health": "http://{private_ip}:3903/health"},
     },
     "streaming": {"units": ["centrifugo", "caddy"]},
     "app": {"units": ["caddy"]},
@@ -259,10 +272,14 @@ backup_ca = None
 # Weekly file backups (restic to rest-server on the backup host): paths by host group.
 file_backup_paths = {
     "all": ["/etc"],
-    "storage": ["/var/lib/minio/data"],
+    # Garage's data blocks and a metadata snapshot taken just before (roles/backup).
+    "storage": ["/var/lib/garage/data", "/var/lib/garage/meta/snapshots"],
     "app": ["/var/lib/caddy", "/var/lib/containers/storage/volumes"],
     "streaming": ["/var/lib/caddy"],
 }
+# Commands run just before a host's file backup, by host group: Garage writes a consistent
+# snapshot of its metadata (into the backed-up snapshots directory).
+file_backup_pre = {"storage": ["/usr/local/bin/garage -c /etc/garage.toml meta snapshot"]}
 file_backup_port = 8443
 file_backup_repo_path = "/srv/restic"
 file_backup_retention = {"keep_weekly": 8, "keep_monthly": 6}

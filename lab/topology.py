@@ -349,15 +349,26 @@ def up() -> None:
         log(f"{name}: ssh up on {addr}")
 
 
-def guest_exec(name: str, *cmd: str, **kw) -> subprocess.CompletedProcess:
-    """Run a command inside a guest from the gateway (all its namespaces), without SSH: for
-    the tests that break SSH on purpose. The guest's init is systemd-nspawn's child."""
+def guest_init(name: str) -> str:
+    """The PID of a guest's init (systemd-nspawn's child)."""
     nspawn = int((RUN / f"{name}.pid").read_text())
     children = Path(f"/proc/{nspawn}/task/{nspawn}/children").read_text().split()
     inits = [c for c in children if Path(f"/proc/{c}/comm").read_text().strip() in ("systemd", "init")]
     if not inits:
-        raise RuntimeError(f"{name}: systemd-nspawn {nspawn} has no init child")
-    return subprocess.run(["nsenter", "-t", inits[0], "-a", *cmd], capture_output=True, text=True, **kw)
+        raise RuntimeError(f"{name}: systemd-nspawn {nspawn} has no init child ({children})")
+    return inits[0]
+
+
+def guest_exec(name: str, *cmd: str, **kw) -> subprocess.CompletedProcess:
+    """Run a command inside a guest from the gateway (all its namespaces), without SSH: for
+    the tests that break SSH on purpose."""
+    return subprocess.run(["nsenter", "-t", guest_init(name), "-a", *cmd], capture_output=True, text=True, **kw)
+
+
+def netns_prefix(name: str) -> list[str]:
+    """Run a gateway program in a guest's network namespace only: a client that the network
+    sees as that guest (its addresses, its mesh interface), with the gateway's files."""
+    return ["nsenter", f"--net=/proc/{guest_init(name)}/ns/net", "--"]
 
 
 # --- tunnels -----------------------------------------------------------------------------------

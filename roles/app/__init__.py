@@ -4,12 +4,18 @@ Each instance (project x environment) gets two Quadlet units, blue and green, on
 its slot ports. Which slot is active and which image each slot runs is release
 state kept on the host (/var/lib/platform/releases/<instance>.json), written by
 `make release` / `make rollback`; an apply renders from that state and never
-flips traffic. Only the active slot runs. Instances that left the registry lose
-their units, env file and site (their volumes are kept).
+flips traffic, except for a changed env file (new credentials, a moved service): that
+reaches the app through the same switch as a release, never a restart in place. The
+idle slot starts with the active slot's image and the new env file, becomes healthy,
+Caddy switches to it, and the old slot stops after the drain. A running container older
+than its env file (an interrupted apply, an apply of another release) switches too.
+Only the active slot runs. Instances that left the
+registry lose their units, env file and site (their volumes are kept).
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import PurePosixPath
 
 from pyinfra import host
@@ -21,7 +27,7 @@ from codeb import derive, pki
 from codeb.registry import SLOTS
 from roles.app import render as r
 from roles.caddy import caddy
-from roles.files import put, put_secret
+from roles.files import ManagedFile, is_current, put, put_secret
 from roles.topology import group_addrs, group_hosts
 
 PACKAGES = ["podman", "crun", "conmon", "netavark", "aardvark-dns", "catatonit", "curl"]
@@ -46,6 +52,28 @@ class ReleaseStates(FactBase):
             elif current is not None:
                 states[current].append(line)
         return {name: "\n".join(lines).strip() for name, lines in states.items()}
+
+
+class StaleEnv(FactBase):
+    """Instances whose running container (`<instance>-<slot>`) started before its env file
+    was last written: it runs with another environment than the file's."""
+
+    def command(self, pairs):
+        checks = [f"c=$(podman inspect -f '{{{{.State.Running}}}} {{{{.State.StartedAt.UnixNano}}}}' {c} "
+                  f"2>/dev/null); e=$(stat -c %.9Y {env} 2>/dev/null | tr -d .); "
+                  f"case \"$c\" in true\\ *) [ -n \"$e\" ] && [ \"$e\" -gt \"${{c#true }}\" ] && echo {name};; esac"
+                  for name, c, env in pairs]
+        return "; ".join([*checks, "true"])
+
+    def process(self, output):
+        return [line.strip() for line in output if line.strip()]
+
+
+def env_switch(state: dict) -> dict:
+    """The release state after an env-only switch: the idle slot takes the active slot's image."""
+    active = state["active"]
+    idle = derive.other_slot(active)
+    return {"active": idle, "previous": active, "slots": dict(state["slots"], **{idle: state["slots"][active]})}
 
 
 def app_instances(data, groups) -> list:
@@ -95,18 +123,31 @@ def app():
     files.directory(name=r.QUADLET_DIR, path=r.QUADLET_DIR, user="root", group="root", mode="755")
 
     states = host.get_fact(ReleaseStates) or {}
+    parsed = {i.name: r.parse_state(states.get(i.name), i, data) for i in instances}
+    stale = set(host.get_fact(StaleEnv, pairs=[
+        (i.name, derive.unit_name(i, parsed[i.name]["active"]), derive.env_file_path(i))
+        for i in instances if i.name in states]) or [])
     unit_changes, per_instance, sites = [], [], {}
     for inst in instances:
-        state = r.parse_state(states.get(inst.name), inst, data)
-        env_op = put_secret(derive.env_file_path(inst),
-                            r.env_file(inst, data, data.secrets, storage_addr, streaming_addr, _storage_name()))
-        put(derive.release_state_path(inst), r.state_text(state))
+        state = parsed[inst.name]
+        env_text = r.env_file(inst, data, data.secrets, storage_addr, streaming_addr, _storage_name())
+        env_path = derive.env_file_path(inst)
+        # A running instance whose env file changes now, or changed after it started, switches slots.
+        switch = inst.name in states and (inst.name in stale or (
+            host.get_fact(ManagedFile, path=env_path) is not None
+            and not is_current(env_path, hashlib.sha1(env_text.encode()).hexdigest(), "600", "root", "root")))
+        old_active = state["active"]
+        if switch:
+            state = env_switch(state)
+        put_secret(derive.env_file_path(inst), env_text)
+        if not switch:  # a switched state is recorded once the switch is done
+            put(derive.release_state_path(inst), r.state_text(state))
         units = r.units_for_state(inst, state, data, app_addrs, self_addr)
         # A unit Quadlet rejects never reaches the unit directory.
         ops = {path: put(path, text, validate=r.quadlet_check(PurePosixPath(path).name))
                for path, text in units.items()}
         unit_changes.extend(ops.values())
-        per_instance.append((inst, state, env_op, ops[r.unit_file(inst, state["active"])]))
+        per_instance.append((inst, state, ops[r.unit_file(inst, state["active"])], switch, old_active))
         sites[r.site_name(inst)] = r.site(inst, state["active"], data, app_addrs, self_addr)
 
     # Instances that left the registry: stop and remove their units and env file.
@@ -132,15 +173,31 @@ def app():
                  commands=[f"{r.QUADLET} -dryrun > /dev/null"], _if=units_changed)
     systemd.daemon_reload(name="systemd daemon-reload (Quadlet generator)", _if=units_changed)
 
-    for inst, state, env_op, active_unit in per_instance:
+    switched = []
+    for inst, state, active_unit, switch, old_active in per_instance:
         active, idle = state["active"], derive.other_slot(state["active"])
-        # A changed env file or active unit restarts this instance only.
-        systemd.service(name=f"Restart {r.service(inst, active)} (env or unit changed)",
+        if switch:
+            # Env switch: start the new slot (Notify=healthy: the start waits for its health
+            # check); the old one keeps serving until Caddy has moved (below).
+            systemd.service(name=f"Start {r.service(inst, active)} (new env file: slot switch)",
+                            service=r.service(inst, active), restarted=True)
+            switched.append((inst, state, old_active))
+            continue
+        # A changed active unit (image, limits) restarts this instance only.
+        systemd.service(name=f"Restart {r.service(inst, active)} (unit changed)",
                         service=r.service(inst, active), restarted=True,
-                        _if=lambda e=env_op, u=active_unit: e.did_change() or u.did_change())
+                        _if=lambda u=active_unit: u.did_change())
         systemd.service(name=f"{r.service(inst, active)} running (active slot)",
                         service=r.service(inst, active), running=True)
         systemd.service(name=f"{r.service(inst, idle)} stopped (idle slot)",
                         service=r.service(inst, idle), running=False)
 
     caddy(sites=sites)
+
+    if switched:
+        server.shell(name=f"Drain {data.app_drain_seconds}s before stopping the old slots",
+                     commands=[f"sleep {int(data.app_drain_seconds)}"])
+    for inst, state, old_active in switched:
+        systemd.service(name=f"Stop {r.service(inst, old_active)} (old slot, after the switch)",
+                        service=r.service(inst, old_active), running=False)
+        put(derive.release_state_path(inst), r.state_text(state))

@@ -117,7 +117,8 @@ def env_file(inst: Instance, data, secrets, storage_addr: str, streaming_addr: s
     return derive.env_file_text(derive.app_env(
         inst, secrets, storage_addr=storage_addr, streaming_addr=streaming_addr,
         platform_domain=data.platform_domain, postgresql_port=data.postgresql_port, redis_port=data.redis_port,
-        minio_port=data.minio_port, centrifugo_internal_port=data.get("centrifugo_internal_port", 8000),
+        s3_port=data.s3_port, s3_region=data.s3_region,
+        centrifugo_internal_port=data.get("centrifugo_internal_port", 8000),
         database_host=derive.fqdn(storage_name, data.platform_domain) if storage_name else None,
         ca_file=derive.PLATFORM_CA_FILE if storage_name else None,
     ))

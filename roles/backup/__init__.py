@@ -22,7 +22,6 @@ from pyinfra.operations import apt, files, systemd
 from codeb import derive, pki
 from codeb.render import render
 from roles.files import put, put_secret
-from roles.storage.minio import ROOT_USER as MINIO_ROOT_USER
 from roles.storage.ops import apply_when_changed, converge
 from roles.storage.postgresql import RELOAD as PG_RELOAD
 from roles.storage.postgresql import paths as pg_paths
@@ -43,7 +42,7 @@ REST_USER = "restic-rest-server"
 REST_DIR = "/etc/restic-rest-server"
 PROM_RULES = "/etc/prometheus/rules/codeb.yml"
 PROM_CONF = "/etc/prometheus/prometheus.yml"
-MINIO_TOKEN = "/etc/prometheus/minio.token"
+S3_METRICS_TOKEN = "/etc/prometheus/garage-metrics.token"
 # Services on the database host that use PostgreSQL and are stopped around a restore.
 PG_DEPENDENTS = ["pdns.service"]
 
@@ -192,7 +191,9 @@ def client_rendered(data, name: str, groups, hosts, addrs) -> tuple[dict[str, st
                                        env_file=f"{CLIENT_DIR}/restic.env", textfile_dir=data.node_exporter_textfile_dir,
                                        paths=derive.file_backup_paths(groups, data.file_backup_paths)),
         f"{UNITS}/{svc}.service": unit("Weekly file backup (restic)", SCRIPTS["file_backup"],
-                                       service_lines=["Nice=10", "IOSchedulingClass=idle"]),
+                                       service_lines=["Nice=10", "IOSchedulingClass=idle", *[
+                                           f"ExecStartPre={cmd}"
+                                           for cmd in derive.file_backup_paths(groups, data.file_backup_pre)]]),
         f"{UNITS}/{svc}.timer": timer("Weekly file backup (restic)", schedules(data)["files"], f"{svc}.service",
                                       jitter="15min"),
     }
@@ -219,15 +220,15 @@ def prometheus_rendered(data, private_ip: str, hosts, addrs) -> dict[str, str]:
             self_target=f"{private_ip}:{data.prometheus_port}",
             scrape_configs=derive.prometheus_scrape_configs(
                 hosts, addrs, node_port=data.node_exporter_port, centrifugo_port=data.centrifugo_internal_port,
-                minio_port=data.minio_port, minio_token_file=MINIO_TOKEN)),
+                s3_admin_port=data.garage_admin_port, s3_metrics_token_file=S3_METRICS_TOKEN)),
         PROM_RULES: render("backup/rules.yml.j2", host_down_for=alerts["host_down_for"],
                            **{k: v for k, v in secs.items()},
                            **{f"{k}_text": alerts[k] for k in secs}),
     }
 
 
-def minio_token(data) -> str:
-    return derive.minio_prometheus_token(MINIO_ROOT_USER, data.secrets["minio_root_password"]) + "\n"
+def s3_metrics_token(data) -> str:
+    return data.secrets["garage_metrics_token"] + "\n"
 
 
 # --- operations ----------------------------------------------------------------------------
@@ -389,11 +390,11 @@ def monitoring():
                     mode="755")
     for dest in ("/etc/default/prometheus", PROM_CONF, PROM_RULES):
         put(dest, r[dest], "644")
-    put_secret(MINIO_TOKEN, minio_token(data), "640", group="prometheus")
+    put_secret(S3_METRICS_TOKEN, s3_metrics_token(data), "640", group="prometheus")
     # promtool checks the configuration and the rule files it names before Prometheus sees them.
     apply_when_changed(
         "Check Prometheus config and rules (promtool), restart, wait until ready",
-        ["/etc/default/prometheus", PROM_CONF, PROM_RULES, MINIO_TOKEN], f"{STATE}/prometheus.applied",
+        ["/etc/default/prometheus", PROM_CONF, PROM_RULES, S3_METRICS_TOKEN], f"{STATE}/prometheus.applied",
         f"promtool check config {PROM_CONF} && systemctl enable prometheus && systemctl restart prometheus && "
         f"for i in $(seq 1 60); do curl -fsS -o /dev/null http://{data.private_ip}:{data.prometheus_port}/-/ready "
         f"&& break; sleep 1; done && curl -fsS -o /dev/null http://{data.private_ip}:{data.prometheus_port}/-/ready",

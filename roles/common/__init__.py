@@ -26,9 +26,20 @@ PACKAGES = [
 ]
 
 
-def firewall(data, groups, addrs, public_addrs=()) -> list[dict]:
-    return derive.firewall_rules(groups, data.firewall_services, addrs, data.admin_networks,
+def firewall(data, groups, addrs, public_addrs=(), minio_migration=False) -> list[dict]:
+    """`minio_migration`: this storage host still runs MinIO, whose S3 port stays open to the
+    app and backup hosts until they have moved to Garage (roles/storage/garage.py)."""
+    services = dict(data.firewall_services)
+    if minio_migration:
+        services["minio-migration"] = {"port": data.minio_migration_port, "on": "storage", "from": ["app", "backup"]}
+    return derive.firewall_rules(groups, services, addrs, data.admin_networks,
                                  public_addrs=public_addrs, private_interface=data.private_interface)
+
+
+def nftables_conf(data, groups, addrs, peers, minio_migration=False) -> str:
+    return render("common/nftables.conf.j2",
+                  rules=firewall(data, groups, addrs, [p["public_ip"] for p in peers], minio_migration),
+                  forward_networks=data.get("container_networks") or [])
 
 
 def admin_tunnels(data, groups) -> list[str]:
@@ -38,7 +49,8 @@ def admin_tunnels(data, groups) -> list[str]:
                    for addr, port in uis})
 
 
-def rendered_files(data, name: str, groups, addrs, hosts, peers=None) -> dict[str, tuple[str, str]]:
+def rendered_files(data, name: str, groups, addrs, hosts, peers=None,
+                   minio_migration=False) -> dict[str, tuple[str, str]]:
     """dest -> (content, mode) for one host; pure, so unit tests render it for any inventory.
 
     `peers` (roles.topology.mesh_peers) are every platform host with its private and public
@@ -52,11 +64,7 @@ def rendered_files(data, name: str, groups, addrs, hosts, peers=None) -> dict[st
         ),
         "/etc/ssh/sshd_config.d/10-platform.conf": (
             render("common/sshd.conf.j2", ssh_group=data.ssh_group, permit_open=admin_tunnels(data, groups)), "600"),
-        "/etc/nftables.conf": (
-            render("common/nftables.conf.j2", rules=firewall(data, groups, addrs, [p["public_ip"] for p in peers]),
-                   forward_networks=data.get("container_networks") or []),
-            "755",
-        ),
+        "/etc/nftables.conf": (nftables_conf(data, groups, addrs, peers, minio_migration), "755"),
         "/etc/systemd/journald.conf.d/10-platform.conf": (
             render("common/journald.conf.j2", max_use=data.journald_max_use,
                    max_retention=data.journald_max_retention),
@@ -139,9 +147,11 @@ def apt_source():
 
 
 @deploy("Common baseline")
-def common():
+def common(minio_migration: bool = False):
+    """`minio_migration`: this storage host still runs MinIO (deploy.py): its port stays open."""
     data = host.data
-    files_ = rendered_files(data, host.name, host.groups, group_addrs(), platform_hosts(), mesh_peers())
+    files_ = rendered_files(data, host.name, host.groups, group_addrs(), platform_hosts(), mesh_peers(),
+                            minio_migration=minio_migration)
 
     server.hostname(name="Hostname", hostname=host.name)
     _put("/etc/hosts", *files_["/etc/hosts"])
@@ -159,9 +169,7 @@ def common():
     systemd.service(name="sshd running", service="ssh", running=True, enabled=True)
     systemd.service(name="Reload sshd", service="ssh", reloaded=True, _if=sshd.did_change)
 
-    # Checked before it replaces the live file: a bad one would fail the next boot open.
-    nft = _put("/etc/nftables.conf", *files_["/etc/nftables.conf"], validate=VALIDATE["nftables"])
-    server.shell(name="Load firewall (nft -f)", commands=["nft -f /etc/nftables.conf"], _if=nft.did_change)
+    load_firewall(files_["/etc/nftables.conf"][0])
     systemd.service(name="nftables enabled at boot", service="nftables", enabled=True)
 
     private_network(files_)
@@ -180,3 +188,14 @@ def common():
                     service="prometheus-node-exporter", running=True, enabled=True)
     systemd.service(name="Restart node-exporter for its address", service="prometheus-node-exporter",
                     restarted=True, _if=exporter.did_change)
+
+
+def load_firewall(content: str):
+    """Checked before it replaces the live file: a bad one would fail the next boot open."""
+    nft = _put("/etc/nftables.conf", content, "755", validate=VALIDATE["nftables"])
+    server.shell(name="Load firewall (nft -f)", commands=["nft -f /etc/nftables.conf"], _if=nft.did_change)
+
+
+def close_minio_port():
+    """The firewall without MinIO's port (end of the MinIO migration, roles/storage/garage.py)."""
+    load_firewall(nftables_conf(host.data, host.groups, group_addrs(), mesh_peers()))

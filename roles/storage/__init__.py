@@ -1,4 +1,4 @@
-"""The storage host (issue 3): PostgreSQL 17, Redis 8, MinIO and PowerDNS.
+"""The storage host (issue 3): PostgreSQL 17, Redis 8, Garage (S3) and PowerDNS.
 
 Everything follows from the registry (host.data.projects) through codeb/derive.py;
 adding a project and re-applying gives it a database, a Redis user, a bucket and DNS
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pyinfra.api import deploy
 
-from .minio import minio
+from .garage import garage
 from .postgresql import postgresql
 from .powerdns import powerdns
 from .redis import redis
@@ -19,5 +19,5 @@ from .redis import redis
 def storage():
     postgresql()
     redis()
-    minio()
+    garage()
     powerdns()  # after PostgreSQL: its backend database lives there

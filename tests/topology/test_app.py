@@ -287,24 +287,47 @@ def test_a_release_that_fails_its_health_check_keeps_traffic():
 # --- converge ------------------------------------------------------------------------------------
 
 
-def test_changing_one_instance_env_restarts_only_it():
-    """A changed secret of one instance (its S3 key) rewrites its env file alone."""
-    target = "workb-preview"
+def test_a_changed_env_file_switches_that_instance_slots_without_a_failed_request():
+    """A changed secret of one instance (its S3 key, rotated as `make secrets` would: a new id
+    and secret) rewrites its env file alone, and reaches the app through the release switch:
+    the idle slot starts with the new env, Caddy moves, the old slot stops. No request fails,
+    no other instance restarts, and the next apply changes nothing."""
+    import secrets as random
+
+    target = instance("workb-preview")
+    domain = target.domains[0]
     units = active_units()
     before = {name: started_at(unit) for name, unit in units.items()}
+    old = state(target)["active"]
     secrets = yaml.safe_load((LAB / "secrets" / "local.yml").read_text())
     changed = LAB / "secrets" / "test-app-changed.yml"
-    secrets[f"s3_secret_key.{target}"] = secrets[f"s3_secret_key.{target}"][::-1]
+    secrets[f"s3_key_id.{target.name}"] = "GK" + random.token_hex(12)
+    secrets[f"s3_key_secret.{target.name}"] = random.token_hex(32)
     fd = os.open(changed, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         yaml.safe_dump(secrets, fh)
+    hammer = Hammer(domain, resolve(domain))
+    hammer.start()
     try:
         rc, out = apply({"CODEB_SECRETS_FILE": str(changed)})
         assert rc == 0, out[-3000:]
+        time.sleep(1)
+        hammer.stop.set()
+        hammer.join()
+        new = state(target)["active"]
+        assert new != old and state(target)["previous"] == old
+        assert not connect(APP).service(f"{target.name}-{old}.service").is_running
+        env = connect(APP).check_output(f"podman exec {target.name}-{new} printenv S3_ACCESS_KEY_ID")
+        assert env == secrets[f"s3_key_id.{target.name}"]
         after = {name: started_at(unit) for name, unit in units.items()}
-        restarted = {name for name in units if after[name] != before[name]}
-        assert restarted == {target}, restarted
+        assert {name for name in units if after[name] != before[name]} == {target.name}
+        failures = [r for r in hammer.results if r[0] != 200]
+        assert not failures, f"{len(failures)} of {len(hammer.results)} requests failed: {failures[:5]}"
+        assert {u for _, u in hammer.results} == {f"127.0.0.1:{target.slot_ports[s]}" for s in (old, new)}
+        rc, out = apply({"CODEB_SECRETS_FILE": str(changed)})
+        assert rc == 0 and changes(out) == "-", out[-3000:]
     finally:
+        hammer.stop.set()
         changed.unlink(missing_ok=True)
         rc, out = apply()
         assert rc == 0, out[-3000:]

@@ -20,8 +20,10 @@ import urllib.request
 
 import pytest
 
+from codeb import registry
 from lab.topology import ssh_tunnel
 from tests.topology.conftest import CA_CERT, LAB, REPO, addr, connect, group_data, hosts_in, private
+from tests.topology.s3_clients import config, python_client
 
 STORAGE = hosts_in("storage")[0]
 BACKUP = hosts_in("backup")[0]
@@ -190,16 +192,23 @@ def test_make_restore_drill_reports_result_and_duration():
 # --- file backups -------------------------------------------------------------------------------
 
 
-def test_a_minio_data_file_restores_from_the_file_backup():
+def test_an_s3_data_block_restores_from_the_file_backup():
+    """Garage's data blocks and a metadata snapshot taken just before (ExecStartPre) are in
+    the storage host's file backup; a block restores byte-identical."""
     storage = connect(STORAGE)
-    path = run(STORAGE, "find /var/lib/minio/data -mindepth 2 -type f -name xl.meta | sort | head -1")
-    assert path, "MinIO holds no object yet"
+    buckets = [i for i in registry.load().instances if "bucket" in i.needs]
+    python_client("put_block", config(buckets[0], buckets[1]))
+    path = run(STORAGE, "find /var/lib/garage/data -type f -size +200k -mmin -5 | sort | head -1")
+    assert path, "Garage wrote no data block for the object"
     digest = run(STORAGE, f"sha256sum '{path}' | cut -d' ' -f1")
+    snapshots_before = run(STORAGE, "ls /var/lib/garage/meta/snapshots 2>/dev/null | sort").split()
     start = time.monotonic()
     run(STORAGE, "systemctl start codeb-file-backup.service", timeout=900)
     record(f"file backup of {STORAGE}: {time.monotonic() - start:.1f} s")
     assert "codeb_file_backup_last_exit_code 0" in run(
         STORAGE, f"cat {DATA['node_exporter_textfile_dir']}/codeb_file_backup.prom")
+    snapshots = run(STORAGE, "ls /var/lib/garage/meta/snapshots | sort").split()
+    assert snapshots and snapshots[-1] not in snapshots_before, "no fresh metadata snapshot"
     # The documented single-file restore, on the backup host.
     restored = run(BACKUP, f"codeb-file-restore {STORAGE} '{path}'").splitlines()[-1]
     assert restored.endswith(path)
@@ -240,7 +249,7 @@ def test_prometheus_targets_all_up(prometheus_url):
         time.sleep(5)
     assert not down
     jobs = {t["labels"]["job"] for t in targets}
-    assert {"node", "centrifugo", "minio"} <= jobs
+    assert {"node", "centrifugo", "garage"} <= jobs
     nodes = {t["labels"]["host"] for t in targets if t["labels"]["job"] == "node"}
     assert nodes == set(hosts_in("app") + hosts_in("streaming") + hosts_in("storage") + hosts_in("backup"))
 

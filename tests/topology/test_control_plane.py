@@ -7,10 +7,11 @@ import shutil
 import subprocess
 import sys
 
+from roles.storage.garage import CONFIG as GARAGE_CONFIG
+from roles.storage.garage import STATE as GARAGE_STATE
+from roles.storage.garage import UNIT as GARAGE_UNIT
+
 from lab.topology import guest_exec
-from roles.storage.minio import ENV as MINIO_ENV
-from roles.storage.minio import STATE as MINIO_STATE
-from roles.storage.minio import UNIT as MINIO_UNIT
 from tests.topology.conftest import REPO, connect, hosts_in, lab_secrets
 
 JOURNALD = "/etc/systemd/journald.conf.d/10-platform.conf"  # written by the baseline, before storage
@@ -64,15 +65,15 @@ def test_pinned_binaries_are_swapped_under_running_services():
 
     pins = artifacts.pins("local")
     cases = [(connect(hosts_in("streaming")[0]), "centrifugo", "/usr/local/bin/centrifugo", pins["centrifugo"]),
-             (connect(hosts_in("storage")[0]), "minio", "/usr/local/bin/minio", pins["minio"])]
+             (connect(hosts_in("storage")[0]), "garage", "/usr/local/bin/garage", pins["garage"])]
     for h, unit, path, _ in cases:
         # The running binary is now a different build of the program (one byte appended).
         h.run_expect([0], f"systemctl stop {unit} && printf '\\n' >> {path} && systemctl start {unit}")
         _, running = running_exe(h, unit)
         assert running == h.check_output(f"sha256sum {path}").split()[0] != pins[unit]["sha256"]
-    # ... which MinIO's restart marker records as applied, as after the previous pin's apply.
+    # ... which Garage's restart marker records as applied, as after the previous pin's apply.
     storage = cases[1][0]
-    storage.run_expect([0], f"cd {MINIO_STATE} && sha256sum /usr/local/bin/minio {MINIO_UNIT} {MINIO_ENV} "
+    storage.run_expect([0], f"cd {GARAGE_STATE} && sha256sum /usr/local/bin/garage {GARAGE_UNIT} {GARAGE_CONFIG} "
                             "> server.applied")
     apply = run("apply", "local")
     assert apply.returncode == 0, apply.stdout[-3000:]

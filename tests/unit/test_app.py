@@ -38,7 +38,8 @@ def inst(**kw):
 SECRETS = {
     "db_password.shop-production": "dbpw",
     "redis_password.shop-production": "rpw",
-    "s3_secret_key.shop-production": "s3pw",
+    "s3_key_id.shop-production": "GK0123456789abcdef01234567",
+    "s3_key_secret.shop-production": "s3pw",
     "centrifugo_api_key": "apikey",
     "centrifugo_hmac_secret": "hmac",
 }
@@ -46,8 +47,8 @@ SECRETS = {
 
 def env_of(i, secrets=SECRETS):
     return derive.app_env(i, secrets, storage_addr="10.0.0.3", streaming_addr="10.0.0.2",
-                          platform_domain="example.net", postgresql_port=5432, redis_port=6379, minio_port=9000,
-                          centrifugo_internal_port=8000)
+                          platform_domain="example.net", postgresql_port=5432, redis_port=6379, s3_port=3900,
+                          s3_region="garage", centrifugo_internal_port=8000)
 
 
 # --- env files -------------------------------------------------------------------------
@@ -63,8 +64,8 @@ def test_env_has_every_variable_the_manual_lists():
     # The prefix lies inside what the Redis ACL grants the user.
     assert derive.redis_acl_patterns(derive.redis_prefix(inst()))[0] == "~" + env["REDIS_PREFIX"] + "*"
     assert env["S3_BUCKET"] == "shop-production" and env["S3_SECRET_ACCESS_KEY"] == "s3pw"
-    assert env["S3_ACCESS_KEY_ID"] == derive.s3_access_key(inst())
-    assert env["S3_ENDPOINT"] == "http://10.0.0.3:9000"
+    assert env["S3_ACCESS_KEY_ID"] == "GK0123456789abcdef01234567"
+    assert env["S3_ENDPOINT"] == "http://10.0.0.3:3900" and env["S3_REGION"] == "garage"
     assert env["CENTRIFUGO_URL"] == "wss://ws.example.net/connection/websocket"
     assert env["CENTRIFUGO_API_URL"] == "http://10.0.0.2:8000/api"
     assert env["CENTRIFUGO_API_KEY"] == "apikey" and env["CENTRIFUGO_SECRET"] == "hmac"

@@ -4,11 +4,7 @@ contacted; secrets are the render-only placeholders."""
 
 from __future__ import annotations
 
-import base64
 import configparser
-import hashlib
-import hmac
-import json
 import re
 import shutil
 import subprocess
@@ -25,10 +21,10 @@ from roles.backup import (
     UNITS,
     client_rendered,
     databases,
-    minio_token,
     pg_rendered,
     prometheus_rendered,
     repo_rendered,
+    s3_metrics_token,
 )
 from roles.backup.restore import normalise_target
 from roles.topology import group_addrs, platform_hosts
@@ -114,20 +110,9 @@ def test_htpasswd_is_bcrypt_stable_and_verifies():
     assert not bcrypt.checkpw(b"pw-two", hashed.encode())
 
 
-def test_minio_prometheus_token_is_an_hs512_jwt_for_the_access_key():
-    token = derive.minio_prometheus_token("root-user", "s3cret")
-    header, claims, sig = token.split(".")
-    pad = lambda s: s + "=" * (-len(s) % 4)  # noqa: E731
-    assert json.loads(base64.urlsafe_b64decode(pad(header))) == {"alg": "HS512", "typ": "JWT"}
-    body = json.loads(base64.urlsafe_b64decode(pad(claims)))
-    assert body["sub"] == "root-user" and body["iss"] == "prometheus" and body["exp"] > 4e9
-    expect = hmac.new(b"s3cret", f"{header}.{claims}".encode(), hashlib.sha512).digest()
-    assert base64.urlsafe_b64decode(pad(sig)) == expect
-
-
 def test_file_backup_paths_and_repositories():
-    spec = {"all": ["/etc"], "storage": ["/var/lib/minio/data"], "app": ["/var/lib/caddy"]}
-    assert derive.file_backup_paths(["storage"], spec) == ["/etc", "/var/lib/minio/data"]
+    spec = {"all": ["/etc"], "storage": ["/var/lib/garage/data"], "app": ["/var/lib/caddy"]}
+    assert derive.file_backup_paths(["storage"], spec) == ["/etc", "/var/lib/garage/data"]
     assert derive.file_backup_paths(["backup"], spec) == ["/etc"]
     assert derive.restic_repository("n1", "n4.x", 8443, False, "/srv/restic") == "rest:https://n4.x:8443/n1/"
     assert derive.restic_repository("n4", "n4.x", 8443, True, "/srv/restic") == "/srv/restic/n4"
@@ -191,14 +176,14 @@ def test_repository_host_pgbackrest_conf(param):
 
 
 def _units_dir(files: dict[str, str], tmp: Path) -> list[Path]:
-    """Units in a scratch dir with ExecStart pointing at /bin/true (the scripts are not
-    installed here), so systemd-analyze checks syntax, keys and calendars."""
+    """Units in a scratch dir with ExecStart (and ExecStartPre) pointing at /bin/true (the
+    scripts are not installed here), so systemd-analyze checks syntax, keys and calendars."""
     out = []
     for name, text in files.items():
         path = name.split(":", 1)[1]
         if path.startswith(UNITS + "/") and ".service.d/" not in path:
             dest = tmp / Path(path).name
-            dest.write_text(re.sub(r"^ExecStart=.*$", "ExecStart=/bin/true", text, flags=re.M))
+            dest.write_text(re.sub(r"^(ExecStart(?:Pre)?)=.*$", r"\1=/bin/true", text, flags=re.M))
             out.append(dest)
     return out
 
@@ -249,16 +234,17 @@ def test_prometheus_config_and_rules_pass_promtool(param, tmp_path):
     files = prometheus_rendered(h.data, h.data.private_ip, hosts, addrs)
     rules = tmp_path / "codeb.yml"
     rules.write_text(files[PROM_RULES])
-    token = tmp_path / "minio.token"
-    token.write_text(minio_token(h.data))
+    token = tmp_path / "garage-metrics.token"
+    token.write_text(s3_metrics_token(h.data))
     conf = tmp_path / "prometheus.yml"
-    conf.write_text(files[PROM_CONF].replace(PROM_RULES, str(rules)).replace("/etc/prometheus/minio.token",
+    conf.write_text(files[PROM_CONF].replace(PROM_RULES, str(rules)).replace("/etc/prometheus/garage-metrics.token",
                                                                              str(token)))
     out = subprocess.run(["promtool", "check", "rules", str(rules)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     out = subprocess.run(["promtool", "check", "config", str(conf)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
-    for alert in ("BackupTooOld", "WalArchiveTooOld", "RestoreDrillFailed", "HostDown"):
+    for alert in ("BackupTooOld", "WalArchiveTooOld", "RestoreDrillFailed", "HostDown", "S3ServerDown",
+                  "S3ClusterUnhealthy", "S3BlockResyncErrors"):
         assert f"alert: {alert}" in files[PROM_RULES]
     assert "93600" in files[PROM_RULES] and "> 300" in files[PROM_RULES]
 

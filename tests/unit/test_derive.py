@@ -42,9 +42,9 @@ def test_origins_are_exact_https_and_never_a_wildcard(reg):
 def test_required_secrets_follow_needs(reg):
     names = derive.required_secrets(reg.instances)
     assert "db_password.workb-production" in names
-    assert "s3_secret_key.workb-production" in names
+    assert {"s3_key_id.workb-production", "s3_key_secret.workb-production"} <= set(names)
     # codeb-dashboard needs no bucket, so it gets no S3 key.
-    assert "s3_secret_key.codeb-dashboard-production" not in names
+    assert "s3_key_id.codeb-dashboard-production" not in names
     assert set(derive.PLATFORM_SECRETS) <= set(names)
     assert len(names) == len(set(names))
 

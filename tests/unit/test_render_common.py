@@ -138,8 +138,6 @@ def test_internal_uis_are_reached_through_ssh_tunnels_only(env, inv, host):
     if "backup" in host.groups:
         assert "AllowTcpForwarding local" in content
         assert f"PermitOpen {host.data.private_ip}:{host.data.prometheus_port}" in content
-    elif "storage" in host.groups:
-        assert f"PermitOpen 127.0.0.1:{host.data.minio_console_port}" in content
     else:
         assert "AllowTcpForwarding no" in content and "PermitOpen" not in content
     assert not any(r["name"] == "prometheus" for r in derive.firewall_rules(

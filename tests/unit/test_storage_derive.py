@@ -9,12 +9,13 @@ import hmac
 
 import pytest
 
-from codeb import derive, registry
+from codeb import derive, registry, secrets
 
 REG = registry.load()
 ADDRS = {"app": ["10.77.0.11"], "streaming": ["10.77.0.12"], "storage": ["10.77.0.13"], "backup": ["10.77.0.14"]}
 HOSTS = [("n1", "10.77.0.11"), ("n2", "10.77.0.12"), ("n3", "10.77.0.13"), ("n4", "10.77.0.14")]
-SECRETS = {name: f"pw-{name}" for name in derive.required_secrets(REG.instances)}
+SECRETS = {name: secrets.generator(name)() if name.startswith(("s3_", "garage_rpc")) else f"pw-{name}"
+           for name in derive.required_secrets(REG.instances)}
 
 
 def instances_without(project: str):
@@ -115,17 +116,27 @@ def test_redis_acl_users():
     assert not any(v in " ".join(users.values()) for v in SECRETS.values())
 
 
-# --- MinIO -------------------------------------------------------------------------------
+# --- Garage (S3) --------------------------------------------------------------------------
 
 
-def test_s3_policy_is_limited_to_the_project_bucket():
-    for p in derive.s3_desired(REG.instances, SECRETS):
-        resources = {r for s in p["document"]["Statement"] for r in s["Resource"]}
-        assert resources == {f"arn:aws:s3:::{p['bucket']}", f"arn:aws:s3:::{p['bucket']}/*"}
-        actions = {a for s in p["document"]["Statement"] for a in s["Action"]}
-        assert not any(a.endswith("*") or "Policy" in a for a in actions)
-    assert {p["bucket"] for p in derive.s3_desired(REG.instances, SECRETS)} == {
-        i.name for i in REG.instances if "bucket" in i.needs}
+def test_s3_desired_has_one_bucket_and_key_per_instance_with_a_bucket():
+    desired = derive.s3_desired(REG.instances, SECRETS)
+    assert {p["bucket"] for p in desired} == {i.name for i in REG.instances if "bucket" in i.needs}
+    for p in desired:
+        assert p["key_id"] == SECRETS[f"s3_key_id.{p['name']}"]
+        assert p["secret"] == SECRETS[f"s3_key_secret.{p['name']}"]
+
+
+def test_s3_secrets_in_another_format_are_refused_naming_the_secret_only():
+    assert derive.s3_secret_problems(REG.instances, SECRETS) == []
+    inst = next(i for i in REG.instances if "bucket" in i.needs)
+    for name, bad in ((f"s3_key_id.{inst.name}", "GK" + "a" * 24 + "\n"), (f"s3_key_id.{inst.name}", "GKnothex"),
+                      (f"s3_key_secret.{inst.name}", "x" * 64), ("garage_rpc_secret", "0" * 63)):
+        problems = derive.s3_secret_problems(REG.instances, dict(SECRETS, **{name: bad}))
+        assert len(problems) == 1 and name in problems[0] and bad.strip() not in problems[0]
+    others = [i for i in REG.instances if "bucket" in i.needs and i != inst]
+    shared = dict(SECRETS, **{f"s3_key_id.{others[0].name}": SECRETS[f"s3_key_id.{inst.name}"]})
+    assert "shared" in derive.s3_secret_problems(REG.instances, shared)[0]
 
 
 # --- PowerDNS ----------------------------------------------------------------------------

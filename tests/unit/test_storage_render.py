@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 
 import pytest
 
 from codeb import derive
-from roles.storage.minio import rendered as minio_rendered
+from roles.storage.garage import rendered as garage_rendered
 from roles.storage.postgresql import rendered as pg_rendered
 from roles.storage.powerdns import rendered as pdns_rendered
 from roles.storage.redis import rendered as redis_rendered
@@ -35,7 +36,7 @@ def rendered(request):
         "env": env, "data": data, "ip": data.private_ip, "addrs": addrs,
         "pg": pg_rendered(data, data.private_ip, addrs),
         "redis": redis_rendered(data, data.private_ip),
-        "minio": minio_rendered(data, data.private_ip),
+        "garage": garage_rendered(data, data.private_ip),
         "pdns": pdns_rendered(data, data.private_ip, hosts, addrs),
     }
 
@@ -49,7 +50,7 @@ def test_files_uploaded_in_clear_hold_no_secret(rendered):
     files do."""
     public = [rendered["pg"]["conf"], rendered["pg"]["hba"], rendered["pg"]["state"], rendered["pg"]["reload"],
               rendered["redis"]["conf"], rendered["redis"]["cli"], rendered["redis"]["check"],
-              rendered["minio"]["unit"], rendered["minio"]["mc"], rendered["pdns"]["desired"],
+              rendered["garage"]["unit"], rendered["pdns"]["desired"],
               rendered["pdns"]["sync"]]
     for text in public:
         assert placeholders(text) == []
@@ -96,15 +97,34 @@ def test_redis_conf(rendered):
     assert placeholders(rendered["redis"]["acl"]) == []  # hashes only
 
 
-def test_minio_env_and_unit(rendered):
-    env = rendered["minio"]["env"]
-    assert f"--address {rendered['ip']}:9000" in env and "--console-address 127.0.0.1:" in env
-    assert "MINIO_ROOT_PASSWORD=placeholder-minio_root_password" in env
-    unit = rendered["minio"]["unit"]
-    assert "Type=notify" in unit and "User=minio" in unit and "EnvironmentFile=/etc/default/minio" in unit
-    desired = json.loads(rendered["minio"]["desired"])
-    assert {p["bucket"] for p in desired["projects"]} == {
-        i.name for i in rendered["data"].projects.instances if "bucket" in i.needs}
+def test_garage_listens_on_the_private_address_only(rendered):
+    conf = tomllib.loads(rendered["garage"]["config"])
+    ip, data = rendered["ip"], rendered["data"]
+    assert conf["rpc_bind_addr"] == conf["rpc_public_addr"] == f"{ip}:{data.garage_rpc_port}"
+    assert conf["s3_api"]["api_bind_addr"] == f"{ip}:{data.s3_port}"
+    assert conf["admin"]["api_bind_addr"] == f"{ip}:{data.garage_admin_port}"
+    assert conf["replication_factor"] == data.garage_replication_factor
+    assert conf["consistency_mode"] == "consistent"
+    assert conf["metadata_dir"].startswith("/var/lib/garage/") and conf["data_dir"].startswith("/var/lib/garage/")
+    assert conf["rpc_secret"] == "placeholder-garage_rpc_secret"
+    assert conf["admin"]["admin_token"] == "placeholder-garage_admin_token"
+
+
+def test_garage_unit_is_hardened(rendered):
+    unit = rendered["garage"]["unit"]
+    for line in ("User=garage", "NoNewPrivileges=true", "ProtectSystem=strict", "ReadWritePaths=/var/lib/garage",
+                 "CapabilityBoundingSet=", "MemoryDenyWriteExecute=true", "SystemCallFilter=@system-service",
+                 "PrivateDevices=true", "ProtectHome=true"):
+        assert line in unit.splitlines(), line
+    assert "ExecStart=/usr/local/bin/garage -c /etc/garage.toml server" in unit
+
+
+def test_garage_desired_state_has_one_bucket_and_key_per_instance(rendered):
+    desired = json.loads(rendered["garage"]["desired"])
+    wanted = {i.name for i in rendered["data"].projects.instances if "bucket" in i.needs}
+    assert {b["bucket"] for b in desired["buckets"]} == wanted
+    assert {b["name"] for b in desired["buckets"]} == wanted
+    assert desired["rpc_public_addr"] == f"{rendered['ip']}:{rendered['data'].garage_rpc_port}"
 
 
 def test_pdns_conf(rendered):

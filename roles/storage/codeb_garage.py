@@ -1,0 +1,373 @@
+#!/usr/bin/python3
+"""Converge Garage (the S3 server of the storage hosts) to the registry, through its admin API.
+
+Installed on storage hosts as /usr/local/sbin/codeb-garage by roles/storage/garage.py; runs
+as root and reads the admin token from Garage's own config, so the token never leaves the
+host and never appears on a command line.
+
+    codeb-garage wait              until the local node answers /health (at most 120 s)
+    codeb-garage plan [--keep]     one line per change needed (nothing when in sync)
+    codeb-garage apply [--keep]    make them, then plan again: exit 1 if anything is left
+    codeb-garage mirror-minio --mc MC
+                                   (MinIO migration) copy every bucket of MinIO (mc's `platform`
+                                   alias, the MC wrapper) into Garage, then check with `mc diff`
+                                   that both hold the same objects; exit 1 if not
+    codeb-garage migration-key --remove
+                                   delete the copy's temporary key (allowed on every bucket) and
+                                   its mc alias file (the desired file's `migration_env`, 0600)
+
+The wanted state is a JSON file (default /etc/garage/desired.json, root only):
+    {"node": {"zone": "dc1", "capacity": "100G"},
+     "buckets": [{"bucket": "b", "name": "inst", "key_id": "GK...", "secret": "..."}]}
+
+Per entry: a bucket with that global alias; the key imported with exactly that id and
+secret (Garage never forgets a key id, so a new secret needs a new id: `make secrets`
+generates both); read and write on its bucket, never owner,
+no bucket creation, and nothing on any other bucket. Keys that are not wanted (a project
+that left the registry, a rotated key) lose every permission: revoked, while their
+buckets and objects are kept, so a returning project gets its key back. `--keep` leaves
+unwanted keys alone: an apply revokes them only once the apps run with their new keys.
+This node gets a role in the cluster layout (zone, capacity) when it has none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.error
+import urllib.parse
+import urllib.request
+
+CONFIG = os.environ.get("GARAGE_CONFIG_FILE", "/etc/garage.toml")
+DESIRED = "/etc/garage/desired.json"
+MIGRATION_KEY = "codeb-minio-migration"
+SIZE_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+class GarageError(Exception):
+    pass
+
+
+def parse_size(text: str) -> int:
+    """'100G' -> 100_000_000_000 (Garage's layout capacities are in bytes)."""
+    m = re.fullmatch(r"(\d+)\s*([KMGT]?)B?", str(text).strip(), re.IGNORECASE)
+    if not m:
+        raise GarageError(f"capacity {text!r}: expected a number with an optional K, M, G or T")
+    return int(m.group(1)) * SIZE_UNITS[m.group(2).upper()]
+
+
+class Admin:
+    """Garage's admin API v2 (JSON over HTTP, bearer token)."""
+
+    def __init__(self, endpoint: str, token: str, opener=urllib.request.urlopen):
+        self.endpoint = endpoint.rstrip("/")
+        self.token = token
+        self.opener = opener
+
+    @classmethod
+    def from_config(cls, path: str = CONFIG) -> Admin:
+        with open(path, "rb") as fh:
+            conf = tomllib.load(fh)
+        admin = conf.get("admin") or {}
+        token = admin.get("admin_token")
+        if not token and admin.get("admin_token_file"):
+            with open(admin["admin_token_file"]) as fh:
+                token = fh.read().strip()
+        if not token or not admin.get("api_bind_addr"):
+            raise GarageError(f"{path}: [admin] needs api_bind_addr and admin_token")
+        return cls(f"http://{admin['api_bind_addr']}", token)
+
+    def call(self, method: str, name: str, query: dict | None = None, body=None, auth: bool = True):
+        url = f"{self.endpoint}/{name}"
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(url, data=data, method=method)
+        if auth:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with self.opener(req, timeout=30) as resp:
+                text = resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:300]
+            raise GarageError(f"{method} {name}: HTTP {exc.code}: {detail}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise GarageError(f"{method} {name}: {exc}") from None
+        return json.loads(text) if text.strip() else None
+
+    def get(self, name, **query):
+        return self.call("GET", f"v2/{name}", query or None)
+
+    def post(self, name, body=None, **query):
+        return self.call("POST", f"v2/{name}", query or None, body if body is not None else {})
+
+
+# --- the state -------------------------------------------------------------------------------
+
+
+def read_state(api: Admin) -> dict:
+    """Buckets by global alias, and every key with its permissions, as plain data."""
+    buckets = {}
+    for b in api.get("ListBuckets") or []:
+        for alias in b.get("globalAliases") or []:
+            buckets[alias] = b["id"]
+    keys = {}
+    for k in api.get("ListKeys") or []:
+        info = api.get("GetKeyInfo", id=k["id"], showSecretKey="true")
+        keys[k["id"]] = {
+            "name": info.get("name", ""),
+            "secret": info.get("secretAccessKey"),
+            "create_bucket": bool((info.get("permissions") or {}).get("createBucket")),
+            "buckets": {b["id"]: {p for p, on in (b.get("permissions") or {}).items() if on}
+                        for b in info.get("buckets") or []},
+        }
+    return {"buckets": buckets, "keys": keys}
+
+
+def plan(desired: dict, current: dict, node: dict | None = None, keep: bool = False) -> list[tuple]:
+    """The changes, in order, as tuples (action, ...); pure, for the unit tests."""
+    actions: list[tuple] = []
+    if node is not None and node.get("role") is None:
+        actions.append(("layout", node["id"]))
+    buckets = current["buckets"]
+    keys = current["keys"]
+    wanted_ids = set()
+    for entry in desired.get("buckets", []):
+        bucket, key_id = entry["bucket"], entry["key_id"]
+        wanted_ids.add(key_id)
+        bucket_id = buckets.get(bucket)
+        if bucket_id is None:
+            actions.append(("create-bucket", bucket))
+        key = keys.get(key_id)
+        if key is not None and key["secret"] != entry["secret"]:
+            raise GarageError(f"key {entry['name']} ({key_id}) exists with another secret; Garage cannot "
+                              "change a key's secret: rotate the key id and secret together (docs/rotate-a-secret.md)")
+        if key is None:
+            actions.append(("import-key", entry["name"], key_id))
+            key = {"name": entry["name"], "create_bucket": False, "buckets": {}}
+        elif key["name"] != entry["name"] or key["create_bucket"]:
+            actions.append(("update-key", entry["name"], key_id))
+        perms = key["buckets"].get(bucket_id, set()) if bucket_id else set()
+        if perms != {"read", "write"}:
+            actions.append(("allow", entry["name"], key_id, bucket))
+        for other, other_perms in sorted(key["buckets"].items()):
+            if other != bucket_id and other_perms:
+                actions.append(("deny", entry["name"], key_id, other))
+    if not keep:
+        for key_id, key in sorted(keys.items()):
+            if key_id in wanted_ids or key["name"] == MIGRATION_KEY:
+                continue
+            if any(key["buckets"].values()) or key["create_bucket"]:
+                actions.append(("revoke", key["name"], key_id))
+    return actions
+
+
+def describe(action: tuple) -> str:
+    kind = action[0]
+    if kind == "layout":
+        return f"layout: give node {action[1][:16]} a role"
+    if kind == "create-bucket":
+        return f"create bucket {action[1]}"
+    if kind == "import-key":
+        return f"import key {action[1]} ({action[2]})"
+    if kind == "update-key":
+        return f"update key {action[1]} (name, no bucket creation)"
+    if kind == "allow":
+        return f"allow key {action[1]} read+write on {action[3]}"
+    if kind == "deny":
+        return f"deny key {action[1]} on bucket {action[3][:16]}"
+    return f"revoke key {action[1]} ({action[2]})"
+
+
+def local_node(api: Admin, rpc_public_addr: str) -> dict:
+    """This host's node in the cluster status: the one at its RPC address."""
+    for n in api.get("GetClusterStatus").get("nodes", []):
+        if n.get("addr") == rpc_public_addr:
+            return n
+    raise GarageError(f"no node at {rpc_public_addr} in the cluster status")
+
+
+def apply(api: Admin, desired: dict, actions: list[tuple]) -> None:
+    entries = {e["key_id"]: e for e in desired.get("buckets", [])}
+    node_conf = desired.get("node") or {}
+    for action in actions:
+        kind = action[0]
+        if kind == "layout":
+            layout = api.get("GetClusterLayout")
+            api.post("UpdateClusterLayout", {"roles": [{
+                "id": action[1], "zone": node_conf.get("zone", "dc1"),
+                "capacity": parse_size(node_conf.get("capacity", "100G")), "tags": []}]})
+            api.post("ApplyClusterLayout", {"version": layout["version"] + 1})
+        elif kind == "create-bucket":
+            api.post("CreateBucket", {"globalAlias": action[1]})
+        elif kind == "import-key":
+            e = entries[action[2]]
+            api.post("ImportKey", {"accessKeyId": e["key_id"], "secretAccessKey": e["secret"], "name": e["name"]})
+            api.post("UpdateKey", {"name": e["name"], "deny": {"createBucket": True}}, id=e["key_id"])
+        elif kind == "update-key":
+            api.post("UpdateKey", {"name": action[1], "deny": {"createBucket": True}}, id=action[2])
+        elif kind == "allow":
+            bucket_id = _bucket_id(api, action[3])
+            api.post("DenyBucketKey", {"bucketId": bucket_id, "accessKeyId": action[2],
+                                       "permissions": {"read": False, "write": False, "owner": True}})
+            api.post("AllowBucketKey", {"bucketId": bucket_id, "accessKeyId": action[2],
+                                        "permissions": {"read": True, "write": True, "owner": False}})
+        elif kind == "deny":
+            _deny_all(api, action[2], action[3])
+        elif kind == "revoke":
+            info = api.get("GetKeyInfo", id=action[2])
+            for b in info.get("buckets") or []:
+                _deny_all(api, action[2], b["id"])
+            api.post("UpdateKey", {"deny": {"createBucket": True}}, id=action[2])
+        print(describe(action), flush=True)
+
+
+def _bucket_id(api: Admin, alias: str) -> str:
+    return api.get("GetBucketInfo", globalAlias=alias)["id"]
+
+
+def _deny_all(api: Admin, key_id: str, bucket_id: str) -> None:
+    api.post("DenyBucketKey", {"bucketId": bucket_id, "accessKeyId": key_id,
+                               "permissions": {"read": True, "write": True, "owner": True}})
+
+
+# --- the MinIO migration's temporary key ------------------------------------------------------
+
+
+def _write_private(path: str, text: str) -> None:
+    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(path + ".tmp", path)
+
+
+def migration_key(api: Admin, buckets: list[str], env_file: str, s3_endpoint: str) -> dict:
+    """A key allowed read+write on `buckets`, written to `env_file` (0600) as mc's `garage`
+    alias; made once (the file keeps it between runs). Returns that environment."""
+    key = None
+    if os.path.exists(env_file):
+        m = re.search(r"//(GK[0-9a-f]{24}):([0-9a-f]{64})@", open(env_file).read())
+        key = m and {"id": m.group(1), "secret": m.group(2)}
+    known = {k["id"] for k in api.get("ListKeys") or []}
+    if not key or key["id"] not in known:
+        key = {"id": "GK" + secrets.token_hex(12), "secret": secrets.token_hex(32)}
+        api.post("ImportKey", {"accessKeyId": key["id"], "secretAccessKey": key["secret"], "name": MIGRATION_KEY})
+    for bucket in buckets:
+        api.post("AllowBucketKey", {"bucketId": _bucket_id(api, bucket), "accessKeyId": key["id"],
+                                    "permissions": {"read": True, "write": True, "owner": False}})
+    host = s3_endpoint.split("://", 1)[-1]
+    line = f"http://{key['id']}:{key['secret']}@{host}"
+    _write_private(env_file, f"MC_HOST_garage={line}\n")
+    return {"MC_HOST_garage": line}
+
+
+def _mc(mc: str, args: list[str], env: dict) -> list[dict]:
+    proc = subprocess.run([mc, "--json", *args], capture_output=True, text=True, env=env)
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip().startswith("{")]
+    errors = [r for r in rows if r.get("status") == "error"]
+    if proc.returncode not in (0,) and not (args[0] == "diff" and rows and not errors):
+        detail = (errors[0].get("error", {}).get("message") if errors else proc.stderr.strip()[-300:])
+        raise GarageError(f"mc {args[0]} {' '.join(args[1:])}: {detail}")
+    return rows
+
+
+def mirror_minio(api: Admin, desired: dict, mc: str) -> None:
+    """Copy every MinIO bucket (wanted or not: a removed project's data is kept too)."""
+    env = dict(os.environ)
+    minio_buckets = sorted(r["key"].rstrip("/") for r in _mc(mc, ["ls", "platform"], env)
+                           if r.get("type") == "folder")
+    existing = set(read_state(api)["buckets"])
+    for bucket in minio_buckets:
+        if bucket not in existing:
+            api.post("CreateBucket", {"globalAlias": bucket})
+    env.update(migration_key(api, minio_buckets, desired["migration_env"], desired["s3_endpoint"]))
+    total = 0
+    for bucket in minio_buckets:
+        _mc(mc, ["mirror", "--overwrite", f"platform/{bucket}", f"garage/{bucket}"], env)
+        differ = _mc(mc, ["diff", f"platform/{bucket}", f"garage/{bucket}"], env)
+        if differ:
+            raise GarageError(f"bucket {bucket}: {len(differ)} object(s) differ after the copy, e.g. "
+                              f"{differ[0].get('first') or differ[0].get('second')}")
+        count = sum(1 for r in _mc(mc, ["ls", "--recursive", f"garage/{bucket}"], env) if r.get("type") == "file")
+        total += count
+        print(f"bucket {bucket}: {count} object(s) in Garage, same as MinIO", flush=True)
+    print(f"copied {len(minio_buckets)} bucket(s), {total} object(s)", flush=True)
+
+
+def remove_migration_key(api: Admin, env_file: str) -> None:
+    for k in api.get("ListKeys") or []:
+        if k.get("name") == MIGRATION_KEY:
+            api.post("DeleteKey", id=k["id"])
+    if os.path.exists(env_file):
+        os.unlink(env_file)
+
+
+# --- command line ----------------------------------------------------------------------------
+
+
+def wait(api: Admin, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            api.call("GET", "health", auth=False)
+            return
+        except GarageError as exc:
+            if time.monotonic() > deadline:
+                raise GarageError(f"Garage is not healthy after {seconds:.0f} s: {exc}") from None
+            time.sleep(1)
+
+
+def current_plan(api: Admin, desired: dict, keep: bool) -> list[tuple]:
+    return plan(desired, read_state(api), local_node(api, desired["rpc_public_addr"]), keep=keep)
+
+
+def main(argv: list[str]) -> int:
+    args = [a for a in argv if not a.startswith("--")]
+    flags = {a for a in argv if a.startswith("--")}
+    if not args or args[0] not in ("wait", "plan", "apply", "mirror-minio", "migration-key"):
+        print(__doc__.split("\n\n")[2], file=sys.stderr)  # the usage lines
+        return 2
+    try:
+        api = Admin.from_config()
+        if args[0] == "wait":
+            wait(api)
+            return 0
+        with open(os.environ.get("CODEB_GARAGE_DESIRED", DESIRED)) as fh:
+            desired = json.load(fh)
+        keep = "--keep" in flags
+        if args[0] == "migration-key":
+            if "--remove" not in flags:
+                print("codeb-garage migration-key: only --remove (mirror-minio makes the key)", file=sys.stderr)
+                return 2
+            remove_migration_key(api, desired["migration_env"])
+            return 0
+        if args[0] == "mirror-minio":
+            mc = argv[argv.index("--mc") + 1] if "--mc" in argv else "mc"
+            mirror_minio(api, desired, mc)
+            return 0
+        actions = current_plan(api, desired, keep)
+        if args[0] == "plan":
+            for action in actions:
+                print(describe(action))
+            return 0
+        apply(api, desired, actions)
+        left = current_plan(api, desired, keep)
+        if left:
+            print("codeb-garage: still out of sync after apply: " + "; ".join(map(describe, left)), file=sys.stderr)
+            return 1
+        return 0
+    except (GarageError, OSError, KeyError, ValueError) as exc:
+        print(f"codeb-garage: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

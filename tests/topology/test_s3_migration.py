@@ -1,0 +1,146 @@
+"""The move from MinIO to Garage, as production will live it (docs/migrate-minio-to-garage.md).
+
+The lab is put back on the last release that ran MinIO (a git worktree of PREVIOUS_RELEASE,
+applied as it was, sharing the lab's hosts, keys and secrets), objects are written into
+every bucket with each app's MinIO key, then this release is applied while every app's
+/api/health (which writes and reads its bucket) is requested without pause through Caddy.
+Checked afterwards: every object is in Garage with the same SHA-256, read with the app's
+new key; the apps run with their new env files, reached through the release switch; no
+request failed; MinIO, mc, their files and their user are gone; a second apply changes
+nothing; the lab is left on this release, converged, for the modules after this one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+from codeb import derive, registry
+from tests.topology.conftest import LAB, REPO, connect, group_data, hosts_in, private
+from tests.topology.s3_clients import config, python_client
+from tests.topology.test_app import Hammer, resolve, state
+
+# The last release with MinIO (issues 11-13; before this one).
+PREVIOUS_RELEASE = "a91323f820e2c77bc485998b4efb003fefc2de86"
+DATA = group_data()
+STORAGE = hosts_in("storage")[0]
+APP = hosts_in("app")[0]
+PY = str(REPO / ".venv" / "bin" / "python")
+PYINFRA = str(REPO / ".venv" / "bin" / "pyinfra")
+REG = registry.load()
+BUCKETS = [i for i in REG.instances if "bucket" in i.needs]
+APPS = [i for i in REG.instances if i.group == "app"]
+
+
+def run(cmd: list[str], cwd, timeout: int = 1500, **env) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **env})
+    assert proc.returncode == 0, f"{' '.join(cmd[:4])} failed:\n{(proc.stdout + proc.stderr)[-4000:]}"
+    return proc
+
+
+def changes(output: str) -> str:
+    m = re.search(r"^\s*Grand total\s+(\S+)\s+(\S+)", output, re.M)
+    assert m, output[-2000:]
+    return m.group(2)
+
+
+@pytest.fixture(scope="module")
+def previous(tmp_path_factory):
+    """A worktree of the previous release, using this lab (its .lab) and this venv."""
+    where = tmp_path_factory.mktemp("previous") / "tree"
+    run(["git", "worktree", "add", "--detach", str(where), PREVIOUS_RELEASE], REPO, timeout=120)
+    try:
+        (where / ".lab").symlink_to(LAB)
+        (where / ".venv").symlink_to(REPO / ".venv")
+        # Its secrets (MinIO's root password, the MinIO-era S3 keys) join the lab's file, and its
+        # pins are built (or found in the cache) as `make artifacts` would.
+        run([PY, "-m", "codeb.cli", "secrets", "local"], where)
+        run([PY, "-m", "codeb.artifacts", "build", "local"], where, timeout=1800)
+        yield where
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(where)], cwd=REPO, capture_output=True)
+
+
+def minio_config(inst, other) -> dict:
+    secrets = (LAB / "secrets" / "local.yml").read_text()
+    import yaml
+
+    values = yaml.safe_load(secrets)
+    return {"endpoint": derive.s3_endpoint(private(STORAGE), 9000), "region": "us-east-1",
+            "bucket": derive.bucket_name(inst), "other_bucket": derive.bucket_name(other),
+            "key_id": inst.name, "secret": values[f"s3_secret_key.{inst.name}"]}
+
+
+def test_minio_to_garage_with_every_object_and_no_failed_request(previous):
+    storage = connect(STORAGE)
+    # 1. Back to the previous release: MinIO serves the apps.
+    start = time.monotonic()
+    run([PYINFRA, "-y", "inventory/local.py", "deploy.py"], previous)
+    print(f"previous release applied in {time.monotonic() - start:.0f} s")
+    assert storage.service("minio").is_running
+
+    # 2. Objects in every bucket, written with each app's MinIO key (some large: data blocks).
+    written = {}
+    for n, inst in enumerate(BUCKETS):
+        cfg = minio_config(inst, BUCKETS[(n + 1) % len(BUCKETS)])
+        for _ in range(3):
+            python_client("put_block", cfg)
+        written[inst.name] = python_client("objects", cfg)
+        assert len(written[inst.name]) >= 3
+    size = storage.check_output("du -sb /var/lib/minio/data | cut -f1")
+
+    # 3. This release, under load on every app's health (a write and a read of its bucket).
+    hammers = {i.name: Hammer(i.domains[0], resolve(i.domains[0]), limit=900) for i in APPS}
+    before = {i.name: state(i)["active"] for i in APPS}
+    for h in hammers.values():
+        h.start()
+    start = time.monotonic()
+    try:
+        out = run([PYINFRA, "-y", "inventory/local.py", "deploy.py"], REPO).stdout
+    finally:
+        for h in hammers.values():
+            h.stop.set()
+        for h in hammers.values():
+            h.join()
+    took = time.monotonic() - start
+    total = sum(len(h.results) for h in hammers.values())
+    failed = {name: [r for r in h.results if r[0] != 200] for name, h in hammers.items()}
+    print(f"migration apply: {took:.0f} s for {int(size) / 1e6:.1f} MB in MinIO; {total} requests, "
+          f"{sum(map(len, failed.values()))} failed")
+    assert not any(failed.values()), {k: v[:3] for k, v in failed.items() if v}
+    assert all(len(h.results) > 20 for h in hammers.values())
+    copied = re.findall(r"copied (\d+) bucket\(s\), (\d+) object\(s\)", out)
+    assert copied, out[-3000:]
+
+    # 4. Every object, same content, read from Garage with the app's new key.
+    for n, inst in enumerate(BUCKETS):
+        now = python_client("objects", config(inst, BUCKETS[(n + 1) % len(BUCKETS)]))
+        missing = {k: v for k, v in written[inst.name].items() if now.get(k) != v}
+        assert not missing, (inst.name, list(missing)[:5])
+    # The apps moved through the release switch and run with their Garage keys.
+    app = connect(APP)
+    secrets = __import__("yaml").safe_load((LAB / "secrets" / "local.yml").read_text())
+    for inst in APPS:
+        after = state(inst)["active"]
+        assert after != before[inst.name], inst.name
+        if "bucket" in inst.needs:
+            key = app.check_output(f"podman exec {inst.name}-{after} printenv S3_ACCESS_KEY_ID")
+            assert key == secrets[derive.secret_s3_key_id(inst)]
+
+    # 5. MinIO is gone: service, binaries, files, user, port.
+    assert not storage.service("minio").is_running
+    for path in ("/usr/local/bin/minio", "/usr/local/bin/mc", "/etc/minio", "/etc/default/minio", "/var/lib/minio",
+                 "/etc/systemd/system/minio.service", "/usr/local/sbin/codeb-mc", "/etc/garage/migration.env"):
+        assert not storage.file(path).exists, path
+    assert storage.run("getent passwd minio").rc != 0
+    assert "9000" not in storage.check_output("nft list ruleset")
+    assert "migration" not in storage.check_output("garage -c /etc/garage.toml key list")
+
+    # 6. Converged: the next apply changes nothing.
+    again = run([PYINFRA, "-y", "inventory/local.py", "deploy.py"], REPO).stdout
+    assert changes(again) == "-", again[-3000:]
