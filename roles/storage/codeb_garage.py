@@ -5,7 +5,7 @@ Installed on storage hosts as /usr/local/sbin/codeb-garage by roles/storage/gara
 as root and reads the admin token from Garage's own config, so the token never leaves the
 host and never appears on a command line.
 
-    codeb-garage wait              until the local node answers /health (at most 120 s)
+    codeb-garage wait              until the local node's admin API answers (at most 120 s)
     codeb-garage plan [--keep]     one line per change needed (nothing when in sync)
     codeb-garage apply [--keep]    make them, then plan again: exit 1 if anything is left
     codeb-garage mirror-minio --mc MC
@@ -36,6 +36,7 @@ import json
 import os
 import re
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -96,6 +97,8 @@ class Admin:
         try:
             with self.opener(req, timeout=30) as resp:
                 text = resp.read().decode()
+                if "json" not in (resp.headers.get("Content-Type") or "json"):
+                    return text  # /health answers in plain text
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:300]
             raise GarageError(f"{method} {name}: HTTP {exc.code}: {detail}") from None
@@ -188,9 +191,14 @@ def describe(action: tuple) -> str:
 
 
 def local_node(api: Admin, rpc_public_addr: str) -> dict:
-    """This host's node in the cluster status: the one at its RPC address."""
-    for n in api.get("GetClusterStatus").get("nodes", []):
+    """This host's node in the cluster status: the one at its RPC address, else the one
+    with its host name."""
+    nodes = api.get("GetClusterStatus").get("nodes", [])
+    for n in nodes:
         if n.get("addr") == rpc_public_addr:
+            return n
+    for n in nodes:
+        if n.get("hostname") == socket.gethostname():
             return n
     raise GarageError(f"no node at {rpc_public_addr} in the cluster status")
 
@@ -206,6 +214,7 @@ def apply(api: Admin, desired: dict, actions: list[tuple]) -> None:
                 "id": action[1], "zone": node_conf.get("zone", "dc1"),
                 "capacity": parse_size(node_conf.get("capacity", "100G")), "tags": []}]})
             api.post("ApplyClusterLayout", {"version": layout["version"] + 1})
+            wait(api, 60, healthy=True)
         elif kind == "create-bucket":
             api.post("CreateBucket", {"globalAlias": action[1]})
         elif kind == "import-key":
@@ -313,20 +322,28 @@ def remove_migration_key(api: Admin, env_file: str) -> None:
 # --- command line ----------------------------------------------------------------------------
 
 
-def wait(api: Admin, seconds: float = 120) -> None:
+def wait(api: Admin, seconds: float = 120, healthy: bool = False) -> None:
+    """Until the admin API answers (`healthy`: until /health says 200, which needs a layout)."""
     deadline = time.monotonic() + seconds
     while True:
         try:
             api.call("GET", "health", auth=False)
             return
         except GarageError as exc:
+            if not healthy and "HTTP " in str(exc):
+                return  # it answers: unavailable until this node has a role in the layout
             if time.monotonic() > deadline:
-                raise GarageError(f"Garage is not healthy after {seconds:.0f} s: {exc}") from None
+                raise GarageError(f"Garage is not {'healthy' if healthy else 'answering'} after "
+                                  f"{seconds:.0f} s: {exc}") from None
             time.sleep(1)
 
 
 def current_plan(api: Admin, desired: dict, keep: bool) -> list[tuple]:
-    return plan(desired, read_state(api), local_node(api, desired["rpc_public_addr"]), keep=keep)
+    """The plan; a node without a role first gets one (buckets and keys cannot be read before)."""
+    node = local_node(api, desired["rpc_public_addr"])
+    if node.get("role") is None:
+        return [("layout", node["id"])]
+    return plan(desired, read_state(api), node, keep=keep)
 
 
 def main(argv: list[str]) -> int:
@@ -359,6 +376,8 @@ def main(argv: list[str]) -> int:
                 print(describe(action))
             return 0
         apply(api, desired, actions)
+        if actions and actions[0][0] == "layout":
+            apply(api, desired, current_plan(api, desired, keep))
         left = current_plan(api, desired, keep)
         if left:
             print("codeb-garage: still out of sync after apply: " + "; ".join(map(describe, left)), file=sys.stderr)

@@ -71,8 +71,7 @@ def rendered(data, private_ip: str) -> dict:
                          rpc_secret=data.secrets[derive.SECRET_GARAGE_RPC],
                          admin_token=data.secrets["garage_admin_token"],
                          metrics_token=data.secrets["garage_metrics_token"]),
-        "unit": render("storage/garage.service.j2", binary=BINARY, user=USER, config=CONFIG, state_dir=HOME,
-                       after=f"wg-quick@{data.private_interface}.service" if data.get("private_interface") else ""),
+        "unit": render("storage/garage.service.j2", binary=BINARY, user=USER, config=CONFIG, state_dir=HOME),
         "desired": json.dumps(desired(data, private_ip), indent=2, sort_keys=True) + "\n",
     }
 
@@ -103,7 +102,7 @@ def garage():
     put_secret(DESIRED, r["desired"], "600")
 
     apply_when_changed(
-        "Restart Garage (binary, unit or config changed), wait for /health",
+        "Restart Garage (binary, unit or config changed), wait for its admin API",
         [BINARY, UNIT, CONFIG], f"{STATE}/server.applied",
         f"systemd-analyze verify {UNIT} && systemctl daemon-reload && systemctl enable garage.service "
         f"&& systemctl restart garage.service && {TOOL} wait",

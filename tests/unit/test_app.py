@@ -251,3 +251,24 @@ def test_app_containers_get_the_platform_ca_read_only():
         inst = next(i for i in host.data.projects.instances if i.group in host.groups)
         unit = r.container_unit(inst, "blue", "img", True, host.data, ["10.78.0.11"], "10.78.0.11")
         assert f"Volume={derive.PLATFORM_CA_FILE}:{derive.PLATFORM_CA_FILE}:ro" in unit
+
+
+def test_an_env_switch_moves_to_the_idle_slot_with_the_active_image():
+    from roles.app import env_switch
+
+    state = {"active": "blue", "previous": "green", "slots": {"blue": "img@sha256:new", "green": "img@sha256:old"}}
+    assert env_switch(state) == {"active": "green", "previous": "blue",
+                                 "slots": {"blue": "img@sha256:new", "green": "img@sha256:new"}}
+    assert env_switch(env_switch(state))["active"] == "blue"
+
+
+def test_stale_env_fact_compares_the_container_start_with_the_env_file():
+    from roles.app import StaleEnv
+
+    fact = StaleEnv()
+    cmd = fact.command([("shop-production", "shop-production-blue", "/etc/platform/apps/shop-production.env")])
+    assert "podman inspect" in cmd and "shop-production-blue" in cmd and "stat -c %.9Y" in cmd
+    assert fact.command([]) == "true"
+    proc = subprocess.run(["bash", "-n", "-c", cmd], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert fact.process(["shop-production", ""]) == ["shop-production"]

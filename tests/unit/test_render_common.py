@@ -142,3 +142,20 @@ def test_internal_uis_are_reached_through_ssh_tunnels_only(env, inv, host):
         assert "AllowTcpForwarding no" in content and "PermitOpen" not in content
     assert not any(r["name"] == "prometheus" for r in derive.firewall_rules(
         host.groups, host.data.firewall_services, group_addrs(inv), host.data.admin_networks))
+
+
+@pytest.mark.parametrize("env,inv,host", [h for h in HOSTS if "storage" in h[2].groups],
+                         ids=[i for i, h in zip(IDS, HOSTS) if "storage" in h[2].groups])
+def test_minio_port_is_open_only_while_a_storage_host_migrates(env, inv, host):
+    """MinIO's port stays open to the app and backup hosts (mesh only) while the storage host
+    still runs MinIO, and is closed otherwise."""
+    def minio_lines(migrating):
+        content = rendered_files(host.data, host.name, host.groups, group_addrs(inv), platform_hosts(inv),
+                                 mesh_peers(inv), minio_migration=migrating)["/etc/nftables.conf"][0]
+        return [line for line in content.splitlines() if 'comment "minio-migration"' in line]
+
+    assert minio_lines(False) == []
+    lines = minio_lines(True)
+    assert lines and all("dport 9000" in line and 'iifname "' in line for line in lines)
+    app = set(group_addrs(inv)["app"]) | set(group_addrs(inv)["backup"])
+    assert all(a in " ".join(lines) for a in app)

@@ -87,14 +87,22 @@ try {
     out.other_bucket = err.name;
   }
 
-  // 5. A presigned PUT and GET, used by a plain HTTP client that has no secret.
+  // 5. A presigned PUT and GET, used by a plain HTTP client that has no secret. The URLs come
+  // from a client set to compute checksums only when required: with the default, the SDK
+  // signs the CRC32 of an empty body into the PUT URL, which any upload then contradicts
+  // (the SDK's documented setting for presigning uploads).
+  const presigner = new S3Client({
+    endpoint: input.endpoint, region: input.region, forcePathStyle: true,
+    credentials: { accessKeyId: input.key_id, secretAccessKey: input.secret },
+    requestChecksumCalculation: "WHEN_REQUIRED",
+  });
   const presigned = randomBytes(64 * 1024);
-  const putUrl = await getSignedUrl(client, new PutObjectCommand({ Bucket: input.bucket, Key: `${prefix}/presigned.bin` }),
+  const putUrl = await getSignedUrl(presigner, new PutObjectCommand({ Bucket: input.bucket, Key: `${prefix}/presigned.bin` }),
     { expiresIn: 300 });
   const put = await fetch(putUrl, { method: "PUT", body: presigned });
   out.presigned_put = put.status;
   out.presigned_put_body = put.ok ? "" : (await put.text()).slice(0, 300);
-  const getUrl = await getSignedUrl(client, new GetObjectCommand({ Bucket: input.bucket, Key: `${prefix}/presigned.bin` }),
+  const getUrl = await getSignedUrl(presigner, new GetObjectCommand({ Bucket: input.bucket, Key: `${prefix}/presigned.bin` }),
     { expiresIn: 300 });
   const get = await fetch(getUrl);
   out.presigned_get = get.status;
