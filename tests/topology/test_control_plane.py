@@ -7,11 +7,10 @@ import shutil
 import subprocess
 import sys
 
+from lab.topology import guest_exec
 from roles.storage.garage import CONFIG as GARAGE_CONFIG
 from roles.storage.garage import STATE as GARAGE_STATE
 from roles.storage.garage import UNIT as GARAGE_UNIT
-
-from lab.topology import guest_exec
 from tests.topology.conftest import REPO, connect, hosts_in, lab_secrets
 
 JOURNALD = "/etc/systemd/journald.conf.d/10-platform.conf"  # written by the baseline, before storage

@@ -6,7 +6,7 @@ path and a presigned PUT with an added `x-amz-copy-source` are all refused."""
 
 from __future__ import annotations
 
-import json
+import shlex
 import shutil
 import subprocess
 
@@ -127,7 +127,7 @@ def test_a_removed_project_loses_its_key_and_keeps_its_data(n3):
                f"x['buckets']=[b for b in x['buckets'] if b['bucket']!='{bucket}']; "
                "json.dump(x,open(sys.argv[1],'w'))\" $d; CODEB_GARAGE_DESIRED=$d codeb-garage apply")
     try:
-        assert f"revoke key {inst.name}" in n3.check_output(f"bash -c {json.dumps(without)}")
+        assert f"revoke key {inst.name}" in n3.check_output(f"bash -c {shlex.quote(without)}")
         assert python_client("access", cfg) == {"list": "AccessDenied", "put": "AccessDenied"}
         info = n3.check_output(f"garage -c /etc/garage.toml bucket info {bucket}")
         assert "Objects:" in info and "Objects: 0" not in info  # kept, with what the app wrote

@@ -145,7 +145,7 @@ def test_internal_uis_are_reached_through_ssh_tunnels_only(env, inv, host):
 
 
 @pytest.mark.parametrize("env,inv,host", [h for h in HOSTS if "storage" in h[2].groups],
-                         ids=[i for i, h in zip(IDS, HOSTS) if "storage" in h[2].groups])
+                         ids=[i for i, h in zip(IDS, HOSTS, strict=True) if "storage" in h[2].groups])
 def test_minio_port_is_open_only_while_a_storage_host_migrates(env, inv, host):
     """MinIO's port stays open to the app and backup hosts (mesh only) while the storage host
     still runs MinIO, and is closed otherwise."""
