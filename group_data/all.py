@@ -196,7 +196,8 @@ redis_maxmemory = "1gb"
 # factor can then go to 2 or 3 (a data move Garage does online). `consistent`: reads see
 # every acknowledged write.
 s3_port = 3900
-s3_region = "garage"
+# The region clients sign with: the one most clients (mc, SDKs) assume unless told.
+s3_region = "us-east-1"
 garage_rpc_port = 3901
 garage_admin_port = 3903
 garage_replication_factor = 1
