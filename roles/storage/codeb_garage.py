@@ -8,10 +8,11 @@ host and never appears on a command line.
     codeb-garage wait              until the local node's admin API answers (at most 120 s)
     codeb-garage plan [--keep]     one line per change needed (nothing when in sync)
     codeb-garage apply [--keep]    make them, then plan again: exit 1 if anything is left
-    codeb-garage mirror-minio --mc MC
+    codeb-garage mirror-minio --mc MC [--final]
                                    (MinIO migration) copy every bucket of MinIO (mc's `platform`
-                                   alias, the MC wrapper) into Garage, then check with `mc diff`
-                                   that both hold the same objects; exit 1 if not
+                                   alias, the MC wrapper) into Garage, then check that every
+                                   MinIO object is there; `--final` (after the apps moved) copies
+                                   only what is missing or older in Garage; exit 1 if any is left
     codeb-garage migration-key --remove
                                    delete the copy's temporary key (allowed on every bucket) and
                                    its mc alias file (the desired file's `migration_env`, 0600)
@@ -288,8 +289,41 @@ def _mc(mc: str, args: list[str], env: dict) -> list[dict]:
     return rows
 
 
-def mirror_minio(api: Admin, desired: dict, mc: str) -> None:
-    """Copy every MinIO bucket (wanted or not: a removed project's data is kept too)."""
+def _listing(mc: str, target: str, env: dict) -> dict[str, dict]:
+    """{key: {"size", "modified"}} of every object under `target` (alias/bucket)."""
+    out = {}
+    for r in _mc(mc, ["ls", "--recursive", target], env):
+        if r.get("type") == "file":
+            out[r["key"]] = {"size": r.get("size"), "modified": r.get("lastModified", "")}
+    return out
+
+
+def stale_in_garage(minio: dict[str, dict], garage: dict[str, dict]) -> list[str]:
+    """Keys whose MinIO object is missing from Garage, or differs and is newer than Garage's
+    copy (Garage's newer copies are the apps' writes after their switch: they win)."""
+    stale = []
+    for key, m in sorted(minio.items()):
+        g = garage.get(key)
+        if g is None or (g["size"] != m["size"] and _when(g["modified"]) < _when(m["modified"])):
+            stale.append(key)
+    return stale
+
+
+def _when(stamp: str) -> float:
+    import datetime as dt
+
+    try:
+        return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def mirror_minio(api: Admin, desired: dict, mc: str, final: bool = False) -> None:
+    """Copy every MinIO bucket (wanted or not: a removed project's data is kept too), then
+    check that every MinIO object is in Garage. The first pass copies everything (`mc mirror
+    --overwrite`: MinIO is the apps' store until they switch); the final pass, after the
+    switch, copies only what is missing or older in Garage, object by object, so that
+    nothing the apps wrote to Garage since is overwritten."""
     env = dict(os.environ)
     minio_buckets = sorted(r["key"].rstrip("/") for r in _mc(mc, ["ls", "platform"], env)
                            if r.get("type") == "folder")
@@ -300,14 +334,17 @@ def mirror_minio(api: Admin, desired: dict, mc: str) -> None:
     env.update(migration_key(api, minio_buckets, desired["migration_env"], desired["s3_endpoint"]))
     total = 0
     for bucket in minio_buckets:
-        _mc(mc, ["mirror", "--overwrite", f"platform/{bucket}", f"garage/{bucket}"], env)
-        differ = _mc(mc, ["diff", f"platform/{bucket}", f"garage/{bucket}"], env)
-        if differ:
-            raise GarageError(f"bucket {bucket}: {len(differ)} object(s) differ after the copy, e.g. "
-                              f"{differ[0].get('first') or differ[0].get('second')}")
-        count = sum(1 for r in _mc(mc, ["ls", "--recursive", f"garage/{bucket}"], env) if r.get("type") == "file")
-        total += count
-        print(f"bucket {bucket}: {count} object(s) in Garage, same as MinIO", flush=True)
+        if not final:
+            _mc(mc, ["mirror", "--overwrite", f"platform/{bucket}", f"garage/{bucket}"], env)
+        minio = _listing(mc, f"platform/{bucket}", env)
+        for key in stale_in_garage(minio, _listing(mc, f"garage/{bucket}", env)) if final else []:
+            _mc(mc, ["cp", f"platform/{bucket}/{key}", f"garage/{bucket}/{key}"], env)
+        left = stale_in_garage(minio, _listing(mc, f"garage/{bucket}", env))
+        if left:
+            raise GarageError(f"bucket {bucket}: {len(left)} MinIO object(s) missing or older in Garage after "
+                              f"the copy, e.g. {left[0]}")
+        total += len(minio)
+        print(f"bucket {bucket}: all {len(minio)} MinIO object(s) are in Garage", flush=True)
     print(f"copied {len(minio_buckets)} bucket(s), {total} object(s)", flush=True)
 
 
@@ -368,7 +405,7 @@ def main(argv: list[str]) -> int:
             return 0
         if args[0] == "mirror-minio":
             mc = argv[argv.index("--mc") + 1] if "--mc" in argv else "mc"
-            mirror_minio(api, desired, mc)
+            mirror_minio(api, desired, mc, final="--final" in flags)
             return 0
         actions = current_plan(api, desired, keep)
         if args[0] == "plan":

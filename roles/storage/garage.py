@@ -130,7 +130,7 @@ def finish_minio_migration():
     if not minio_present():
         return
     server.shell(name="MinIO migration: final copy and check, then stop MinIO",
-                 commands=[f"{TOOL} mirror-minio --mc {MINIO_MC}", "systemctl disable --now minio.service"])
+                 commands=[f"{TOOL} mirror-minio --mc {MINIO_MC} --final", "systemctl disable --now minio.service"])
     server.shell(name="Remove MinIO, mc and their files (binaries, unit, config, data)",
                  commands=[f"rm -rf {' '.join(MINIO_LEFTOVERS)}"])
     server.user(name="Remove the minio user (and its group)", user="minio", present=False)

@@ -111,3 +111,15 @@ def test_every_plan_line_is_readable_and_holds_no_secret():
     for action in actions:
         line = g.describe(action)
         assert line and SECRET_A not in line and "\n" not in line
+
+
+def test_the_copy_keeps_garages_newer_objects_and_takes_the_rest():
+    minio = {"a": {"size": 1, "modified": "2026-12-02T06:00:00Z"},    # missing in Garage
+             "b": {"size": 1, "modified": "2026-12-02T06:00:00Z"},    # same size: copied already
+             "c": {"size": 2, "modified": "2026-12-02T06:05:00Z"},    # changed in MinIO after the copy
+             "d": {"size": 3, "modified": "2026-12-02T06:00:00Z"}}    # rewritten in Garage after the switch
+    garage = {"b": {"size": 1, "modified": "2026-12-02T06:01:00Z"},
+              "c": {"size": 1, "modified": "2026-12-02T06:01:00Z"},
+              "d": {"size": 4, "modified": "2026-12-02T06:10:00Z"},
+              "e": {"size": 1, "modified": "2026-12-02T06:10:00Z"}}  # only in Garage: kept
+    assert g.stale_in_garage(minio, garage) == ["a", "c"]
