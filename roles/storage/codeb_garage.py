@@ -319,11 +319,13 @@ def _when(stamp: str) -> float:
 
 
 def mirror_minio(api: Admin, desired: dict, mc: str, final: bool = False) -> None:
-    """Copy every MinIO bucket (wanted or not: a removed project's data is kept too), then
-    check that every MinIO object is in Garage (after the final pass: and not older). The first pass copies everything (`mc mirror
-    --overwrite`: MinIO is the apps' store until they switch); the final pass, after the
-    switch, copies only what is missing or older in Garage, object by object, so that
-    nothing the apps wrote to Garage since is overwritten."""
+    """Copy every MinIO bucket (wanted or not: a removed project's data is kept too).
+
+    The first pass copies everything (`mc mirror --overwrite`: MinIO is the apps' store until
+    they switch), best effort. The final pass, after the switch, when nothing writes MinIO,
+    copies what is missing or older in Garage, object by object, so that nothing the apps
+    wrote to Garage since is overwritten; then every MinIO object must be in Garage, and
+    not older, or it fails (and MinIO stays)."""
     env = dict(os.environ)
     minio_buckets = sorted(r["key"].rstrip("/") for r in _mc(mc, ["ls", "platform"], env)
                            if r.get("type") == "folder")
@@ -334,14 +336,24 @@ def mirror_minio(api: Admin, desired: dict, mc: str, final: bool = False) -> Non
     env.update(migration_key(api, minio_buckets, desired["migration_env"], desired["s3_endpoint"]))
     total = 0
     for bucket in minio_buckets:
-        if not final:
-            _mc(mc, ["mirror", "--overwrite", f"platform/{bucket}", f"garage/{bucket}"], env)
         minio = _listing(mc, f"platform/{bucket}", env)
-        for key in stale_in_garage(minio, _listing(mc, f"garage/{bucket}", env)) if final else []:
+        if not final:
+            # Best effort while the apps still write MinIO: an object rewritten during its copy
+            # fails it; the final pass (nothing writes MinIO then) copies what is still missing.
+            for attempt in range(3):
+                try:
+                    _mc(mc, ["mirror", "--overwrite", f"platform/{bucket}", f"garage/{bucket}"], env)
+                    break
+                except GarageError as exc:
+                    print(f"bucket {bucket}: copy attempt {attempt + 1}: {exc}", flush=True)
+            missing = sorted(set(minio) - set(_listing(mc, f"garage/{bucket}", env)))
+            print(f"bucket {bucket}: {len(minio) - len(missing)} of {len(minio)} MinIO object(s) copied"
+                  + (" (the rest follow in the final pass)" if missing else ""), flush=True)
+            total += len(minio) - len(missing)
+            continue
+        for key in stale_in_garage(minio, _listing(mc, f"garage/{bucket}", env)):
             _mc(mc, ["cp", f"platform/{bucket}/{key}", f"garage/{bucket}/{key}"], env)
-        garage = _listing(mc, f"garage/{bucket}", env)
-        # Before the switch the apps still rewrite MinIO's objects: only presence is checked.
-        left = stale_in_garage(minio, garage) if final else sorted(set(minio) - set(garage))
+        left = stale_in_garage(minio, _listing(mc, f"garage/{bucket}", env))
         if left:
             raise GarageError(f"bucket {bucket}: {len(left)} MinIO object(s) missing or older in Garage after "
                               f"the copy, e.g. {left[0]}")

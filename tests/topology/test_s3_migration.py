@@ -101,7 +101,7 @@ def test_minio_to_garage_with_every_object_and_no_failed_request(previous):
         h.start()
     start = time.monotonic()
     try:
-        out = run([PYINFRA, "-y", "inventory/local.py", "deploy.py"], REPO).stdout
+        run([PYINFRA, "-y", "inventory/local.py", "deploy.py"], REPO)
     finally:
         for h in hammers.values():
             h.stop.set()
@@ -114,8 +114,6 @@ def test_minio_to_garage_with_every_object_and_no_failed_request(previous):
           f"{sum(map(len, failed.values()))} failed")
     assert not any(failed.values()), {k: v[:3] for k, v in failed.items() if v}
     assert all(len(h.results) > 20 for h in hammers.values())
-    copied = re.findall(r"copied (\d+) bucket\(s\), (\d+) object\(s\)", out)
-    assert copied, out[-3000:]
 
     # 4. Every object, same content, read from Garage with the app's new key.
     for n, inst in enumerate(BUCKETS):
