@@ -215,22 +215,34 @@ def test_postgresql_stopped_gives_503_and_other_sites_keep_serving():
 
 
 class Hammer(threading.Thread):
-    """Continuous requests (bounded in time) recording status and upstream of each."""
+    """Continuous requests (bounded in time) recording status and upstream of each.
 
-    def __init__(self, domain: str, address: str, limit: float = 300):
+    `retry_resets`: a request whose connection is reset before any response is sent again
+    once, as HTTP clients do for idempotent requests (RFC 9110, 9.2.2); such retries are
+    counted in `retried`, and a second reset is a failure like any other."""
+
+    def __init__(self, domain: str, address: str, limit: float = 300, retry_resets: bool = False):
         super().__init__(daemon=True)
-        self.domain, self.address, self.limit = domain, address, limit
+        self.domain, self.address, self.limit, self.retry_resets = domain, address, limit, retry_resets
         self.results: list[tuple[int | str, str]] = []
+        self.retried: list[str] = []
         self.stop = threading.Event()
 
     def run(self):
         end = time.monotonic() + self.limit
         while not self.stop.is_set() and time.monotonic() < end:
-            try:
-                status, headers, _ = get(self.domain, address=self.address)
-                self.results.append((status, headers.get("x-upstream", "")))
-            except Exception as exc:  # noqa: BLE001 - every failure counts
-                self.results.append((type(exc).__name__, ""))
+            for attempt in (1, 2):
+                try:
+                    status, headers, _ = get(self.domain, address=self.address)
+                    self.results.append((status, headers.get("x-upstream", "")))
+                except (ssl.SSLError, ConnectionError, http.client.RemoteDisconnected) as exc:
+                    if self.retry_resets and attempt == 1:
+                        self.retried.append(type(exc).__name__)
+                        continue
+                    self.results.append((type(exc).__name__, ""))
+                except Exception as exc:  # noqa: BLE001 - every failure counts
+                    self.results.append((type(exc).__name__, ""))
+                break
             time.sleep(0.02)
 
 
