@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from codeb import artifacts
+from codeb import artifacts, derive, registry, secrets
 
 REPO = Path(__file__).resolve().parents[2]
 PYINFRA = str(Path(sys.executable).parent / "pyinfra")
@@ -52,9 +52,8 @@ def apply(tmp_path):
     def run(registry_doc=None, secrets_doc=None, groups=None, artifact_cache=None, env_name="local", host=None):
         secrets_file = tmp_path / "secrets.yml"
         if secrets_doc is None:
-            from codeb import derive, registry
             reg = registry.load()  # a bad registry stops before secrets are read
-            secrets_doc = {n: "x" * 40 for n in derive.required_secrets(reg.instances)}
+            secrets_doc = valid_secrets(reg)
         secrets_file.write_text(yaml.safe_dump(secrets_doc))
         # A throwaway deploy key: the run must not depend on the harness having run (`make up`).
         key_file = tmp_path / "deploy.pub"
@@ -110,6 +109,28 @@ def test_each_invalid_registry_case_stops_before_any_connection(apply, raw_regis
     proc = run(registry_doc=raw_registry)
     assert proc.returncode == 2
     assert any("'workb'" in e and expect in e for e in errors(proc)), proc.stderr
+    assert listener.connections == 0
+
+
+def valid_secrets(reg) -> dict[str, str]:
+    """Every required secret, in the shape `make secrets` gives it (Garage's formats included)."""
+    shaped = ("garage_rpc_secret", "s3_key_id.", "s3_key_secret.")
+    return {n: secrets.generator(n)() if n.startswith(shaped) else "x" * 40
+            for n in derive.required_secrets(reg.instances)}
+
+
+def test_an_s3_key_in_another_format_stops_before_any_connection(apply):
+    """A key Garage would refuse (the MinIO era's instance-name ids, a short secret) is named
+    in one line, without its value, and no host is contacted."""
+    run, listener = apply
+    reg = registry.load()
+    doc = valid_secrets(reg)
+    name = next(n for n in doc if n.startswith("s3_key_id."))
+    doc[name] = "minio-era-key-id"
+    proc = run(secrets_doc=doc)
+    assert proc.returncode == 2
+    lines = [e for e in errors(proc) if name in e]
+    assert len(lines) == 1 and "Garage's format" in lines[0] and "minio-era-key-id" not in lines[0]
     assert listener.connections == 0
 
 
