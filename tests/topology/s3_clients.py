@@ -23,7 +23,7 @@ def config(inst, other) -> dict:
             "key_id": secrets[derive.secret_s3_key_id(inst)], "secret": secrets[derive.secret_s3_key_secret(inst)]}
 
 
-def in_app_netns(cmd: list[str], cfg: dict, timeout: int = 180) -> dict:
+def in_app_netns(cmd: list[str], cfg: dict, timeout: int = 900) -> dict:
     proc = subprocess.run([*netns_prefix(APP), *cmd], input=json.dumps(cfg), capture_output=True, text=True,
                           timeout=timeout, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -124,6 +124,19 @@ def put_block(cfg: dict) -> dict:
     return {"key": key, "sha256": hashlib.sha256(data).hexdigest()}
 
 
+def put_bulk(cfg: dict) -> dict:
+    """`mb` MiB in 8 MiB objects (the migration's per-GB measurement): {key: sha256}."""
+    import os
+
+    s3, out = client(cfg), {}
+    for n in range(max(1, cfg["mb"] // 8)):
+        data = os.urandom(8 * 1024 * 1024)
+        key = f"bulk/{n:05d}.bin"
+        s3.put_object(Bucket=cfg["bucket"], Key=key, Body=data)
+        out[key] = hashlib.sha256(data).hexdigest()
+    return out
+
+
 def objects(cfg: dict) -> dict:
     """{key: sha256} of every object in the bucket."""
     s3 = client(cfg)
@@ -137,5 +150,5 @@ def objects(cfg: dict) -> dict:
 
 if __name__ == "__main__":
     cfg = json.load(sys.stdin)
-    print(json.dumps({"boto": boto, "advisories": advisories, "access": access, "put_block": put_block,
+    print(json.dumps({"boto": boto, "advisories": advisories, "access": access, "put_block": put_block, "put_bulk": put_bulk,
            "objects": objects}[sys.argv[1]](cfg)))

@@ -34,6 +34,8 @@ PYINFRA = str(REPO / ".venv" / "bin" / "pyinfra")
 REG = registry.load()
 BUCKETS = [i for i in REG.instances if "bucket" in i.needs]
 APPS = [i for i in REG.instances if i.group == "app"]
+# Extra data to move, in MiB (the runbook's per-GB figure): CODEB_MIGRATION_MB=1024.
+BULK_MB = int(os.environ.get("CODEB_MIGRATION_MB", "0"))
 
 
 def run(cmd: list[str], cwd, timeout: int = 1500, **env) -> subprocess.CompletedProcess:
@@ -90,6 +92,8 @@ def test_minio_to_garage_with_every_object_and_no_failed_request(previous):
         cfg = minio_config(inst, BUCKETS[(n + 1) % len(BUCKETS)])
         blocks = [python_client("put_block", cfg) for _ in range(3)]
         written[inst.name] = {b["key"]: b["sha256"] for b in blocks}
+        if n == 0 and BULK_MB:
+            written[inst.name].update(python_client("put_bulk", dict(cfg, mb=BULK_MB)))
         in_minio[inst.name] = python_client("objects", cfg)
         assert set(written[inst.name]) <= set(in_minio[inst.name])
     size = storage.check_output("du -sb /var/lib/minio/data | cut -f1")
