@@ -174,21 +174,20 @@ def plan(desired: dict, current: dict, node: dict | None = None, keep: bool = Fa
     return actions
 
 
+# One line per action (action[1:] are the fields), for `plan` and `apply`: never a secret.
+DESCRIPTIONS = {
+    "layout": "layout: give node {1:.16} a role",
+    "create-bucket": "create bucket {1}",
+    "import-key": "import key {1} ({2})",
+    "update-key": "update key {1} (name, no bucket creation)",
+    "allow": "allow key {1} read+write on {3}",
+    "deny": "deny key {1} on bucket {3:.16}",
+    "revoke": "revoke key {1} ({2})",
+}
+
+
 def describe(action: tuple) -> str:
-    kind = action[0]
-    if kind == "layout":
-        return f"layout: give node {action[1][:16]} a role"
-    if kind == "create-bucket":
-        return f"create bucket {action[1]}"
-    if kind == "import-key":
-        return f"import key {action[1]} ({action[2]})"
-    if kind == "update-key":
-        return f"update key {action[1]} (name, no bucket creation)"
-    if kind == "allow":
-        return f"allow key {action[1]} read+write on {action[3]}"
-    if kind == "deny":
-        return f"deny key {action[1]} on bucket {action[3][:16]}"
-    return f"revoke key {action[1]} ({action[2]})"
+    return DESCRIPTIONS[action[0]].format(*action)
 
 
 def local_node(api: Admin, rpc_public_addr: str) -> dict:
