@@ -21,7 +21,10 @@ from botocore.exceptions import ClientError
 def client(cfg: dict, secret: str | None = None):
     return boto3.client("s3", endpoint_url=cfg["endpoint"], region_name=cfg["region"],
                         aws_access_key_id=cfg["key_id"], aws_secret_access_key=secret or cfg["secret"],
-                        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+                        # SigV4 for presigned URLs too (boto3 presigns us-east-1 with SigV2 otherwise,
+                        # which Garage does not take: such a URL is refused as anonymous).
+                        config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
+                                      retries={"max_attempts": 1}))
 
 
 def code(call) -> str:
