@@ -9,8 +9,8 @@ reaches the app through the same switch as a release, never a restart in place. 
 idle slot starts with the active slot's image and the new env file, becomes healthy,
 Caddy switches to it, and the old slot stops after the drain. A running container older
 than its env file (an interrupted apply, an apply of another release) switches too.
-Only the active slot runs. Instances that left the
-registry lose their units, env file and site (their volumes are kept).
+Only the active slot runs. Instances that left the registry lose their units, env file
+and site (their volumes are kept).
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ def app():
         old_active = state["active"]
         if switch:
             state = env_switch(state)
-        put_secret(derive.env_file_path(inst), env_text)
+        put_secret(env_path, env_text)
         if not switch:  # a switched state is recorded once the switch is done
             put(derive.release_state_path(inst), r.state_text(state))
         units = r.units_for_state(inst, state, data, app_addrs, self_addr)
