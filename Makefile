@@ -103,11 +103,11 @@ test: test-unit test-topology
 ON ?= local
 release: venv
 	@[ -n "$(APP)" ] && [ -n "$(IMAGE)" ] || { echo "usage: make release APP=<project> ENV=<app env> IMAGE=<ref> [ON=<inventory>]"; exit 2; }
-	$(PY) -m roles.app.release --inventory inventory/$(ON).py release $(APP) $(ENV) $(IMAGE)
+	$(PY) -m tools.release --inventory inventory/$(ON).py release $(APP) $(ENV) $(IMAGE)
 
 rollback: venv
 	@[ -n "$(APP)" ] || { echo "usage: make rollback APP=<project> ENV=<app env> [ON=<inventory>]"; exit 2; }
-	$(PY) -m roles.app.release --inventory inventory/$(ON).py rollback $(APP) $(ENV)
+	$(PY) -m tools.release --inventory inventory/$(ON).py rollback $(APP) $(ENV)
 
 # The demo app image (demo/), built from the harness's trixie base and pushed to the
 # topology's registry; skipped when the registry already has this build.
@@ -118,10 +118,10 @@ demo-image: venv
 # and the restore drill on the backup host (roles/backup/restore.py).
 restore: venv
 	@[ -n "$(TARGET_TIME)" ] || { echo "usage: make restore ENV=<env> TARGET_TIME='<timestamp with zone>' [YES=1]"; exit 2; }
-	$(PY) -m roles.backup.restore $(ENV) pitr "$(TARGET_TIME)" $(if $(filter 1 yes true,$(YES)),--yes)
+	$(PY) -m tools.restore $(ENV) pitr "$(TARGET_TIME)" $(if $(filter 1 yes true,$(YES)),--yes)
 
 restore-drill: venv
-	$(PY) -m roles.backup.restore $(ENV) drill
+	$(PY) -m tools.restore $(ENV) drill
 
 # Benchmarks and fault drills on the local topology (bench/). `make bench` starts with a
 # cold converge (it removes and recreates the guests; COLD=0 skips that); ONLY= picks

@@ -6,6 +6,6 @@ After this, deploy.py connects as the deploy account and the common role
 disables root login.
 """
 
-from roles.common import accounts
+from services.baseline import accounts
 
 accounts()

@@ -240,11 +240,12 @@ def https_status(domain: str, address: str, path: str = "/api/health") -> str:
 def websocket_connects() -> bool:
     from bench.common import lab_secret
     from bench.realtime import jwt
-    from codeb import derive, registry
+    from codeb import registry, shared
+    from services.centrifugo import model as centrifugo_model
 
     data = group_data()
-    ws = derive.ws_domain(data["platform_domain"])
-    origin = derive.origins(registry.load().instances)[0]
+    ws = shared.ws_domain(data["platform_domain"])
+    origin = centrifugo_model.origins(registry.load().instances)[0]
     secret = lab_secret("centrifugo_hmac_secret")
     code = (
         "import asyncio, json, ssl, sys, socket\n"

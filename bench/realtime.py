@@ -165,9 +165,10 @@ class Worker:
 def phase(label: str, url: str, prefix: list[str], extra: list[str]) -> dict:
     secret = lab_secret("centrifugo_hmac_secret")
     channel = f"project:bench-{uuid.uuid4().hex[:10]}"
-    from codeb import derive, registry
+    from codeb import registry
+    from services.centrifugo import model as centrifugo_model
 
-    origin = derive.origins(registry.load().instances)[0]
+    origin = centrifugo_model.origins(registry.load().instances)[0]
     streaming = hosts_in("streaming")[0]
     rss_before = {c: rss_kib(streaming, c) for c in ("centrifugo", "caddy")}
     clients_before = num_clients() or 0
@@ -230,9 +231,9 @@ def phase(label: str, url: str, prefix: list[str], extra: list[str]) -> dict:
 
 def run() -> list[dict]:
     data = group_data()
-    from codeb import derive
+    from codeb import shared
 
-    ws = derive.ws_domain(data["platform_domain"])
+    ws = shared.ws_domain(data["platform_domain"])
     streaming = hosts_in("streaming")[0]
     caddy = phase("through Caddy", f"wss://{ws}/connection/websocket", [],
                   ["--cafile", str(CA_CERT), "--resolve", f"{ws}={addr(streaming)}"])

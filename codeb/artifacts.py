@@ -359,9 +359,9 @@ def main(argv: list[str]) -> int:
 
 def install(artifact: Artifact, dest: str):
     """pyinfra operation: when the host's copy differs, upload next to `dest`, check the
-    SHA-256 there, then rename over `dest` (roles.files.put_binary): never a partial binary,
+    SHA-256 there, then rename over `dest` (codeb.files.put_binary): never a partial binary,
     never a copy over a running program."""
-    from roles.files import put_binary
+    from codeb.files import put_binary
 
     return put_binary(dest, artifact.path, artifact.sha256, artifact.name)
 

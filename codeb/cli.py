@@ -12,7 +12,7 @@ import runpy
 import sys
 from pathlib import Path
 
-from . import derive, registry, secrets
+from . import registry, secrets, shared
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,7 +45,7 @@ def cmd_ports() -> None:
 def cmd_secrets(env: str) -> None:
     reg = _registry()
     try:
-        added = secrets.ensure(env, derive.required_secrets(reg.instances))
+        added = secrets.ensure(env, shared.required_secrets(reg.instances))
     except secrets.SecretsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

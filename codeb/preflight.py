@@ -16,7 +16,7 @@ import runpy
 import sys
 from pathlib import Path
 
-from . import artifacts, derive, registry, secrets
+from . import artifacts, registry, secrets, shared
 from .registry import HOST_GROUPS
 
 ENVIRONMENTS = ("production", "staging", "local")
@@ -164,16 +164,16 @@ def environment_group(env: str, groups: dict) -> tuple[list[str], dict]:
     if render_only:
         # Unit tests render every template for every inventory without real
         # secrets; deploy.py refuses to apply such an inventory.
-        names = derive.required_secrets(reg.instances)
+        names = shared.required_secrets(reg.instances)
         return host_names(groups), {"secrets": {n: f"placeholder-{n}" for n in names}, "render_only": True}
     try:
-        values = secrets.load(env, derive.required_secrets(reg.instances))
+        values = secrets.load(env, shared.required_secrets(reg.instances))
         # Optional names (e.g. registry credentials) pass through where an environment has them.
         present = secrets.read(env)
-        values.update({n: present[n] for n in derive.OPTIONAL_SECRETS if n in present})
+        values.update({n: present[n] for n in shared.OPTIONAL_SECRETS if n in present})
     except secrets.SecretsError as exc:
         _fail([str(exc)])
-    shape = derive.s3_secret_problems(reg.instances, values)
+    shape = shared.s3_secret_problems(reg.instances, values)
     if shape:
         _fail(shape)
     return host_names(groups), {"secrets": values}

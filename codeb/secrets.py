@@ -41,7 +41,7 @@ def _token_hex(nbytes: int, prefix: str = ""):
 
 
 # Secrets of another shape than a random string: the platform CA's private key (PEM), and
-# Garage's formats (codeb/derive.py): RPC secret and S3 key secrets 32 bytes in hex, S3 key
+# Garage's formats (codeb/shared.py): RPC secret and S3 key secrets 32 bytes in hex, S3 key
 # ids "GK" and 12 bytes in hex. Keyed by name, or by the prefix before a per-instance ".".
 GENERATORS = {
     "platform_ca_key": _new_ca_key,

@@ -44,7 +44,7 @@ wireguard_userspace = None
 admin_uis = {"backup": [("private", 9090)]}
 
 # Who may reach which port: the firewall on every host is derived from this
-# table (codeb/derive.py:firewall_rules). Sources: host groups (their private
+# table (codeb/shared.py:firewall_rules). Sources: host groups (their private
 # addresses; such services are internal and allowed only on the private interface),
 # "@admin" (the environment's admin_networks), "@platform" (the hosts' public
 # addresses) or "@any". Everything else is dropped.
@@ -168,7 +168,7 @@ centrifugo_nofile = 65536
 centrifugo_admin = False
 # Sticky policy Caddy uses when the streaming group has several hosts (ip_hash or cookie).
 centrifugo_lb_policy = "ip_hash"
-# Namespaces and their client permissions (codeb/derive.py:centrifugo_namespaces). Membership
+# Namespaces and their client permissions (services/centrifugo/model.py:centrifugo_namespaces). Membership
 # of workspaces, projects and chats is the app's: it signs subscription tokens. `open: True`
 # would let any authenticated client subscribe without one.
 centrifugo_namespaces = {
@@ -221,7 +221,7 @@ podman_run_args: list = []
 # Registries pulled from over plain HTTP (registries.conf drop-in).
 insecure_registries: list = []
 # Private images: {"registry": host, "username": name}; the token is the secret
-# derive.SECRET_CONTAINER_REGISTRY_TOKEN of the environment.
+# shared.SECRET_CONTAINER_REGISTRY_TOKEN of the environment.
 container_registry_auth = None
 # Per container, enforced by systemd on the unit's cgroup.
 app_limits = {"memory_max": "512M", "cpu_quota": "100%", "tasks_max": 512}

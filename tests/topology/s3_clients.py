@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from codeb import derive
+from codeb import shared
 from lab.topology import netns_prefix
 from tests.topology.conftest import REPO, group_data, hosts_in, lab_secrets, private
 
@@ -18,9 +18,9 @@ PY = REPO / ".venv" / "bin" / "python"
 
 def config(inst, other) -> dict:
     secrets = lab_secrets()
-    return {"endpoint": derive.s3_endpoint(private(STORAGE), DATA["s3_port"]), "region": DATA["s3_region"],
-            "bucket": derive.bucket_name(inst), "other_bucket": derive.bucket_name(other),
-            "key_id": secrets[derive.secret_s3_key_id(inst)], "secret": secrets[derive.secret_s3_key_secret(inst)]}
+    return {"endpoint": shared.s3_endpoint(private(STORAGE), DATA["s3_port"]), "region": DATA["s3_region"],
+            "bucket": shared.bucket_name(inst), "other_bucket": shared.bucket_name(other),
+            "key_id": secrets[shared.secret_s3_key_id(inst)], "secret": secrets[shared.secret_s3_key_secret(inst)]}
 
 
 def in_app_netns(cmd: list[str], cfg: dict, timeout: int = 900) -> dict:

@@ -60,10 +60,10 @@ def make(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
 
 
 def project_databases() -> list[str]:
-    from codeb import derive, registry
+    from codeb import registry, shared
 
     reg = registry.load()
-    return sorted([derive.db_name(i) for i in derive.with_need(reg.instances, "database")] + [derive.PDNS_DB])
+    return sorted([shared.db_name(i) for i in shared.with_need(reg.instances, "database")] + [shared.PDNS_DB])
 
 
 # --- pgBackRest -------------------------------------------------------------------------------

@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 from lab.topology import guest_exec
-from roles.storage.garage import CONFIG as GARAGE_CONFIG
-from roles.storage.garage import STATE as GARAGE_STATE
-from roles.storage.garage import UNIT as GARAGE_UNIT
+from services.garage import CONFIG as GARAGE_CONFIG
+from services.garage import STATE as GARAGE_STATE
+from services.garage import UNIT as GARAGE_UNIT
 from tests.topology.conftest import REPO, connect, hosts_in, lab_secrets
 
 JOURNALD = "/etc/systemd/journald.conf.d/10-platform.conf"  # written by the baseline, before storage

@@ -15,8 +15,9 @@ import subprocess
 
 import pytest
 
-from codeb import derive
+from codeb import shared
 from lab.topology import ensure_vantage
+from services.baseline import model as baseline_model
 from tests.topology.conftest import SSH_CONFIG, addr, group_data, hosts_in, inventory, lab_secrets, private
 
 DATA = group_data()
@@ -96,8 +97,8 @@ def test_the_mesh_joins_every_host(any_host):
     # The private key is the host's own, readable by root only.
     conf = h.file("/etc/wireguard/wg0.conf")
     assert conf.mode == 0o600 and conf.user == "root"
-    assert h.check_output("wg show wg0 public-key") == derive.wireguard_public_key(
-        derive.wireguard_private_key(lab_secrets()[derive.SECRET_WIREGUARD_SEED], name))
+    assert h.check_output("wg show wg0 public-key") == baseline_model.wireguard_public_key(
+        baseline_model.wireguard_private_key(lab_secrets()[shared.SECRET_WIREGUARD_SEED], name))
 
 
 def internal_expectations() -> dict[str, list[tuple[str, int, bool]]]:
@@ -107,7 +108,7 @@ def internal_expectations() -> dict[str, list[tuple[str, int, bool]]]:
     priv = {g: sorted(private(n) for n in hosts_in(g)) for g in ("app", "streaming", "storage", "backup")}
     allowed: dict[tuple[str, int], set[str]] = {}  # (target, port) -> source networks
     for target in inventory():
-        for rule in derive.firewall_rules(inventory()[target]["groups"], DATA["firewall_services"], priv,
+        for rule in shared.firewall_rules(inventory()[target]["groups"], DATA["firewall_services"], priv,
                                           DATA["admin_networks"], private_interface=DATA["private_interface"]):
             if rule["iif"] and rule["proto"] == "tcp" and isinstance(rule["port"], int):
                 allowed.setdefault((target, rule["port"]), set()).update(rule["v4"])

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from codeb import derive, registry
+from codeb import registry, shared
 from tests.topology.conftest import REPO, connect, group_data, hosts_in, private
 from tests.topology.s3_clients import config, in_app_netns, python_client
 
@@ -74,7 +74,7 @@ def test_boto3_own_bucket_only(n3):
     a, b = BUCKETS[:2]
     out = python_client("boto", config(a, b))
     assert out["own_roundtrip"] and out["own_list"]
-    assert out["buckets_listed"] == [derive.bucket_name(a)]  # no other project revealed
+    assert out["buckets_listed"] == [shared.bucket_name(a)]  # no other project revealed
     assert out["other_put"] == "AccessDenied" and out["other_get"] == "AccessDenied"
     assert out["create_bucket"] == "AccessDenied" and out["delete_bucket"] == "AccessDenied"
     assert out["wrong_secret"] in ("SignatureDoesNotMatch", "AccessDenied", "403")
@@ -121,7 +121,7 @@ def test_a_removed_project_loses_its_key_and_keeps_its_data(n3):
     inst, other = BUCKETS[-1], BUCKETS[0]
     cfg = config(inst, other)
     assert python_client("access", cfg) == {"list": "ok", "put": "ok"}
-    bucket = derive.bucket_name(inst)
+    bucket = shared.bucket_name(inst)
     without = ("set -e; d=$(mktemp); trap 'rm -f $d' EXIT; python3 -c \"import json,sys; "
                "x=json.load(open('/etc/garage/desired.json')); "
                f"x['buckets']=[b for b in x['buckets'] if b['bucket']!='{bucket}']; "

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from codeb import derive, registry
+from codeb import registry, shared
 from tests.topology.conftest import LAB, REPO, connect, group_data, hosts_in, private
 from tests.topology.s3_clients import config, python_client
 from tests.topology.test_app import Hammer, resolve, state
@@ -73,8 +73,8 @@ def minio_config(inst, other) -> dict:
     import yaml
 
     values = yaml.safe_load(secrets)
-    return {"endpoint": derive.s3_endpoint(private(STORAGE), 9000), "region": "us-east-1",
-            "bucket": derive.bucket_name(inst), "other_bucket": derive.bucket_name(other),
+    return {"endpoint": shared.s3_endpoint(private(STORAGE), 9000), "region": "us-east-1",
+            "bucket": shared.bucket_name(inst), "other_bucket": shared.bucket_name(other),
             "key_id": inst.name, "secret": values[f"s3_secret_key.{inst.name}"]}
 
 
@@ -139,7 +139,7 @@ def test_minio_to_garage_with_every_object_and_no_failed_request(previous):
             continue
         assert after != before[inst.name], inst.name
         key = app.check_output(f"podman exec {inst.name}-{after} printenv S3_ACCESS_KEY_ID")
-        assert key == secrets[derive.secret_s3_key_id(inst)]
+        assert key == secrets[shared.secret_s3_key_id(inst)]
 
     # 5. MinIO is gone: service, binaries, files, user, port.
     assert not storage.service("minio").is_running

@@ -14,7 +14,9 @@ import subprocess
 
 import pytest
 
-from codeb import derive, registry
+from codeb import registry, shared
+from services.app import model as app_model
+from services.powerdns import model as powerdns_model
 from tests.topology.conftest import SSH_CONFIG, addr, connect, group_data, hosts_in, lab_secrets, private
 
 DATA = group_data()
@@ -118,20 +120,20 @@ def test_every_project_has_role_database_user_bucket(n3):
                                 "\"SELECT rolname FROM pg_roles WHERE rolcanlogin\"").split())
     dbs = set(n3.check_output("runuser -u postgres -- psql -XAtc \"SELECT datname FROM pg_database\"").split())
     for inst in with_need("database"):
-        assert derive.db_role(inst) in roles and derive.db_name(inst) in dbs
+        assert shared.db_role(inst) in roles and shared.db_name(inst) in dbs
     acl_users = {line.split()[1] for line in n3.check_output("codeb-redis-cli ACL LIST").splitlines()}
-    assert {derive.redis_user(i) for i in with_need("redis")} <= acl_users
+    assert {shared.redis_user(i) for i in with_need("redis")} <= acl_users
     listing = n3.check_output("garage -c /etc/garage.toml bucket list").splitlines()[1:]
     buckets = {line.split()[2] for line in listing if len(line.split()) >= 3}
-    assert {derive.bucket_name(i) for i in with_need("bucket")} <= buckets
+    assert {shared.bucket_name(i) for i in with_need("bucket")} <= buckets
 
 
 def test_public_connect_revoked_and_owner_set(n3):
     for inst in with_need("database"):
         row = n3.check_output("runuser -u postgres -- psql -XAtc \"SELECT pg_get_userbyid(datdba) || ' ' || "
                               f"has_database_privilege('public', datname, 'CONNECT') FROM pg_database "
-                              f"WHERE datname = '{derive.db_name(inst)}'\"")
-        assert row == f"{derive.db_role(inst)} false"
+                              f"WHERE datname = '{shared.db_name(inst)}'\"")
+        assert row == f"{shared.db_role(inst)} false"
 
 
 def test_garage_health_endpoint(n3):
@@ -139,10 +141,10 @@ def test_garage_health_endpoint(n3):
 
 
 def test_dns_zones_hold_exactly_the_derived_records(n3):
-    """Records that leave the registry leave DNS: nothing beyond what derive.dns_zones wants."""
+    """Records that leave the registry leave DNS: nothing beyond what powerdns_model.dns_zones wants."""
     hosts = sorted((n, addr(n)) for n in {h for g in ("app", "streaming", "storage", "backup") for h in hosts_in(g)})
     addrs = {g: sorted(addr(n) for n in hosts_in(g)) for g in ("app", "streaming", "storage", "backup")}
-    zones = derive.dns_zones(DATA["platform_domain"], hosts, addrs, REG.instances)
+    zones = powerdns_model.dns_zones(DATA["platform_domain"], hosts, addrs, REG.instances)
     assert set(n3.check_output("pdnsutil list-all-zones").split()) == set(zones)
     for zone, z in zones.items():
         have = set()
@@ -158,7 +160,7 @@ def test_dns_zones_hold_exactly_the_derived_records(n3):
 
 
 DB_NAME = f"{STORAGE}.{DATA['platform_domain']}"  # in the server's certificate; /etc/hosts: private address
-CA_FILE = derive.PLATFORM_CA_FILE
+CA_FILE = shared.PLATFORM_CA_FILE
 
 
 def psql(inst_db: str, role: str, password: str, sslmode: str = "require", host: str = DB_IP):
@@ -174,16 +176,16 @@ def psql(inst_db: str, role: str, password: str, sslmode: str = "require", host:
 def test_psql_verifies_the_server_certificate_for_the_storage_hosts_name():
     """What the apps' DATABASE_URL does: verify-full against the platform CA, by name."""
     inst = with_need("database")[0]
-    pw = lab_secrets()[derive.secret_db_password(inst)]
-    proc = psql(derive.db_name(inst), derive.db_role(inst), pw, sslmode="verify-full", host=DB_NAME)
+    pw = lab_secrets()[shared.secret_db_password(inst)]
+    proc = psql(shared.db_name(inst), shared.db_role(inst), pw, sslmode="verify-full", host=DB_NAME)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == f"{derive.db_role(inst)}|{derive.db_name(inst)}|t"
+    assert proc.stdout.strip() == f"{shared.db_role(inst)}|{shared.db_name(inst)}|t"
     # The check is real: the same server reached by an address its certificate does not
     # name fails verification.
-    proc = psql(derive.db_name(inst), derive.db_role(inst), pw, sslmode="verify-full", host=DB_IP)
+    proc = psql(shared.db_name(inst), shared.db_role(inst), pw, sslmode="verify-full", host=DB_IP)
     assert proc.returncode != 0 and "does not match host name" in proc.stderr, proc.stderr
     # And the apps are configured that way.
-    env = connect(APP).check_output(f"grep ^DATABASE_URL= {derive.env_file_path(inst)}")
+    env = connect(APP).check_output(f"grep ^DATABASE_URL= {app_model.env_file_path(inst)}")
     by_name = f"@{DB_NAME}:{DATA['postgresql_port']}/" in env
     verified = env.endswith(f"?sslmode=verify-full&sslrootcert={CA_FILE}")
     del env  # holds the password: never in an assertion message
@@ -192,25 +194,25 @@ def test_psql_verifies_the_server_certificate_for_the_storage_hosts_name():
 
 @pytest.mark.parametrize("inst", with_need("database"), ids=lambda i: i.name)
 def test_psql_from_app_host_reaches_own_database_over_tls(inst):
-    pw = lab_secrets()[derive.secret_db_password(inst)]
-    proc = psql(derive.db_name(inst), derive.db_role(inst), pw)
+    pw = lab_secrets()[shared.secret_db_password(inst)]
+    proc = psql(shared.db_name(inst), shared.db_role(inst), pw)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == f"{derive.db_role(inst)}|{derive.db_name(inst)}|t"
+    assert proc.stdout.strip() == f"{shared.db_role(inst)}|{shared.db_name(inst)}|t"
 
 
 def test_psql_refused_on_another_projects_database():
     a, b = with_need("database")[:2]
-    proc = psql(derive.db_name(b), derive.db_role(a), lab_secrets()[derive.secret_db_password(a)])
+    proc = psql(shared.db_name(b), shared.db_role(a), lab_secrets()[shared.secret_db_password(a)])
     assert proc.returncode != 0
     assert "no pg_hba.conf entry" in proc.stderr, proc.stderr
 
 
 def test_psql_refused_without_tls_and_with_wrong_password():
     inst = with_need("database")[0]
-    pw = lab_secrets()[derive.secret_db_password(inst)]
-    proc = psql(derive.db_name(inst), derive.db_role(inst), pw, sslmode="disable")
+    pw = lab_secrets()[shared.secret_db_password(inst)]
+    proc = psql(shared.db_name(inst), shared.db_role(inst), pw, sslmode="disable")
     assert proc.returncode != 0 and "no encryption" in proc.stderr, proc.stderr
-    proc = psql(derive.db_name(inst), derive.db_role(inst), pw + "x")
+    proc = psql(shared.db_name(inst), shared.db_role(inst), pw + "x")
     assert proc.returncode != 0 and "password authentication failed" in proc.stderr, proc.stderr
 
 
@@ -223,8 +225,8 @@ def redis_cli(user: str, password: str, *args: str):
 
 def test_redis_user_limited_to_its_prefix():
     a, b = with_need("redis")[:2]
-    user, pw = derive.redis_user(a), lab_secrets()[derive.secret_redis_password(a)]
-    prefix, other = derive.redis_prefix(a), derive.redis_prefix(b)
+    user, pw = shared.redis_user(a), lab_secrets()[shared.secret_redis_password(a)]
+    prefix, other = shared.redis_prefix(a), shared.redis_prefix(b)
     ok = redis_cli(user, pw, "SET", f"{prefix}:k", "v")
     assert ok.stdout.strip() == "OK", ok.stdout + ok.stderr
     assert redis_cli(user, pw, "GET", f"{prefix}:k").stdout.strip() == "v"
@@ -244,19 +246,19 @@ def test_redis_default_user_is_off():
 
 def test_redis_centrifugo_user_has_its_own_prefix():
     pw = lab_secrets()["redis_centrifugo_password"]
-    user = derive.CENTRIFUGO_REDIS_USER
+    user = shared.CENTRIFUGO_REDIS_USER
     assert redis_cli(user, pw, "XRANGE", "_", "0-0", "0-0").returncode == 0  # Centrifuge's startup probe
     assert "NOPERM" not in redis_cli(user, pw, "XRANGE", "_", "0-0", "0-0").stdout
     assert redis_cli(user, pw, "SET", "centrifugo.test", "1").stdout.strip() == "OK"
     redis_cli(user, pw, "DEL", "centrifugo.test")
     inst = with_need("redis")[0]
-    assert "NOPERM" in redis_cli(user, pw, "SET", f"{derive.redis_prefix(inst)}:k", "v").stdout
+    assert "NOPERM" in redis_cli(user, pw, "SET", f"{shared.redis_prefix(inst)}:k", "v").stdout
     assert "NOPERM" in redis_cli(user, pw, "CONFIG", "GET", "maxmemory").stdout
 
 
 def s3(method: str, inst, path: str, data: str | None = None, secret: str | None = None):
-    key = lab_secrets()[derive.secret_s3_key_id(inst)]
-    secret = secret or lab_secrets()[derive.secret_s3_key_secret(inst)]
+    key = lab_secrets()[shared.secret_s3_key_id(inst)]
+    secret = secret or lab_secrets()[shared.secret_s3_key_secret(inst)]
     body = f"--data-binary {shlex.quote(data)}" if data is not None else ""
     return run_with_secret(
         APP, f'user = "{key}:{secret}"\n',
@@ -266,7 +268,7 @@ def s3(method: str, inst, path: str, data: str | None = None, secret: str | None
 
 def test_s3_client_writes_and_reads_own_bucket_and_is_denied_another():
     a, b = with_need("bucket")[:2]
-    own, other = derive.bucket_name(a), derive.bucket_name(b)
+    own, other = shared.bucket_name(a), shared.bucket_name(b)
     put = s3("PUT", a, f"{own}/topology-test.txt", "hello from n1")
     assert put.stdout == "200", put.stderr
     get = s3("GET", a, f"{own}/topology-test.txt")
@@ -389,10 +391,10 @@ def extra_project(tmp_path_factory):
 
 def check_access(inst) -> dict[str, str]:
     secrets = lab_secrets()
-    pg = psql(derive.db_name(inst), derive.db_role(inst), secrets[derive.secret_db_password(inst)])
-    rd = redis_cli(derive.redis_user(inst), secrets[derive.secret_redis_password(inst)],
-                   "SET", f"{derive.redis_prefix(inst)}:k", "v")
-    s = s3("PUT", inst, f"{derive.bucket_name(inst)}/probe.txt", "probe")
+    pg = psql(shared.db_name(inst), shared.db_role(inst), secrets[shared.secret_db_password(inst)])
+    rd = redis_cli(shared.redis_user(inst), secrets[shared.secret_redis_password(inst)],
+                   "SET", f"{shared.redis_prefix(inst)}:k", "v")
+    s = s3("PUT", inst, f"{shared.bucket_name(inst)}/probe.txt", "probe")
     dns = subprocess.run(["ssh", "-F", str(SSH_CONFIG), APP, f"dig +short +time=3 +tries=1 @{DB_IP} A "
                           f"{inst.domains[0]}"], capture_output=True, text=True, timeout=30).stdout
     return {"psql": pg.stdout.strip() or pg.stderr.strip(), "redis": rd.stdout.strip(), "s3": s.stdout,
@@ -406,7 +408,7 @@ def test_added_project_gets_everything_and_second_apply_changes_nothing(extra_pr
     rc, changes, out = extra_project["second"]
     assert rc == 0 and changes == 0, out
     access = check_access(inst)
-    assert access["psql"] == f"{derive.db_role(inst)}|{derive.db_name(inst)}|t", access
+    assert access["psql"] == f"{shared.db_role(inst)}|{shared.db_name(inst)}|t", access
     assert access["redis"] == "OK", access
     assert access["s3"] == "200", access
     assert access["dns"].split() == APP_IPS, access
@@ -426,9 +428,9 @@ def test_removed_project_loses_access_but_keeps_data(extra_project, n3):
     assert access["dns"] == "", access
     # Data kept: the database (role without LOGIN) and the bucket remain.
     assert n3.check_output("runuser -u postgres -- psql -XAtc \"SELECT rolcanlogin FROM pg_roles "
-                           f"WHERE rolname = '{derive.db_role(inst)}'\"") == "f"
+                           f"WHERE rolname = '{shared.db_role(inst)}'\"") == "f"
     assert n3.check_output("runuser -u postgres -- psql -XAtc \"SELECT count(*) FROM pg_database "
-                           f"WHERE datname = '{derive.db_name(inst)}'\"") == "1"
-    info = n3.check_output(f"garage -c /etc/garage.toml bucket info {derive.bucket_name(inst)}")
+                           f"WHERE datname = '{shared.db_name(inst)}'\"") == "1"
+    info = n3.check_output(f"garage -c /etc/garage.toml bucket info {shared.bucket_name(inst)}")
     objects = [line.split()[1] for line in info.splitlines() if line.startswith("Objects:")]
     assert objects and int(objects[0]) >= 1, info  # probe.txt is kept

@@ -29,15 +29,16 @@ from tests.topology.conftest import CA_CERT, SSH_CONFIG, addr, connect, group_da
 centrifuge = pytest.importorskip("centrifuge")
 websockets = pytest.importorskip("websockets")
 
-from codeb import derive, registry  # noqa: E402
+from codeb import registry, shared  # noqa: E402
+from services.centrifugo import model as centrifugo_model  # noqa: E402
 
 DATA = group_data()
-WS_DOMAIN = derive.ws_domain(DATA["platform_domain"])
+WS_DOMAIN = shared.ws_domain(DATA["platform_domain"])
 URL = f"wss://{WS_DOMAIN}/connection/websocket"
 STREAMING = hosts_in("streaming")
 API_HOST = STREAMING[0]
 INTERNAL = DATA["centrifugo_internal_port"]
-ORIGIN = derive.origins(registry.load().instances)[0]
+ORIGIN = centrifugo_model.origins(registry.load().instances)[0]
 FOREIGN_ORIGIN = "https://evil.example"
 LATENCY = 1.0  # seconds from the API call on the app host to the client
 
@@ -383,7 +384,7 @@ def test_centrifugo_service(name):
 
 @pytest.mark.parametrize("name", hosts_in("app"))
 def test_no_legacy_centrifugo_on_app_hosts(name):
-    from roles.streaming import LegacyCentrifugo
+    from services.centrifugo import LegacyCentrifugo
 
     fact = LegacyCentrifugo()
     found = fact.process(connect(name).run(fact.command()).stdout.splitlines())

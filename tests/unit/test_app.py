@@ -9,10 +9,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from codeb import derive
+from codeb import shared
+from codeb.inventory import group_addrs
 from codeb.registry import SLOTS, Instance
-from roles.app import render as r
-from roles.topology import group_addrs
+from services.app import model as app_model
+from services.app import render as r
 from tests.unit.conftest import load_inventory
 
 ENVS = ("local", "staging", "production")
@@ -46,7 +47,7 @@ SECRETS = {
 
 
 def env_of(i, secrets=SECRETS):
-    return derive.app_env(i, secrets, storage_addr="10.0.0.3", streaming_addr="10.0.0.2",
+    return app_model.app_env(i, secrets, storage_addr="10.0.0.3", streaming_addr="10.0.0.2",
                           platform_domain="example.net", postgresql_port=5432, redis_port=6379, s3_port=3900,
                           s3_region="garage", centrifugo_internal_port=8000)
 
@@ -62,7 +63,7 @@ def test_env_has_every_variable_the_manual_lists():
     assert env["REDIS_URL"] == "redis://shop-production:rpw@10.0.0.3:6379/0"
     assert env["REDIS_PREFIX"] == "shop-production:"
     # The prefix lies inside what the Redis ACL grants the user.
-    assert derive.redis_acl_patterns(derive.redis_prefix(inst()))[0] == "~" + env["REDIS_PREFIX"] + "*"
+    assert shared.redis_acl_patterns(shared.redis_prefix(inst()))[0] == "~" + env["REDIS_PREFIX"] + "*"
     assert env["S3_BUCKET"] == "shop-production" and env["S3_SECRET_ACCESS_KEY"] == "s3pw"
     assert env["S3_ACCESS_KEY_ID"] == "GK0123456789abcdef01234567"
     assert env["S3_ENDPOINT"] == "http://10.0.0.3:3900" and env["S3_REGION"] == "garage"
@@ -77,9 +78,9 @@ def test_env_holds_only_what_the_instance_needs():
 
 
 def test_env_file_text_and_its_refusals():
-    assert derive.env_file_text({"A": "1", "B": "x y"}) == "A=1\nB=x y\n"
+    assert app_model.env_file_text({"A": "1", "B": "x y"}) == "A=1\nB=x y\n"
     with pytest.raises(ValueError):
-        derive.env_file_text({"A": "line\nbreak"})
+        app_model.env_file_text({"A": "line\nbreak"})
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -91,7 +92,7 @@ def test_env_files_render_for_every_instance(env):
         keys = [line.split("=", 1)[0] for line in text.splitlines()]
         assert keys[:2] == ["NODE_ENV", "PORT"]
         assert f"PORT={i.port}\n" in text
-        assert f"@{addrs['storage'][0]}:{host.data.postgresql_port}/{derive.db_name(i)}?sslmode=require" in text
+        assert f"@{addrs['storage'][0]}:{host.data.postgresql_port}/{shared.db_name(i)}?sslmode=require" in text
 
 
 # --- release state and images ------------------------------------------------------------
@@ -114,7 +115,7 @@ def test_state_round_trip_and_malformed_state_is_an_error():
     assert r.parse_state(r.state_text(state), i, host.data) == state
     with pytest.raises(ValueError):
         r.parse_state(json.dumps({"active": "red", "slots": {}}), i, host.data)
-    assert derive.other_slot("blue") == "green" and derive.other_slot("green") == "blue"
+    assert app_model.other_slot("blue") == "green" and app_model.other_slot("green") == "blue"
 
 
 # --- Quadlet units -----------------------------------------------------------------------
@@ -132,7 +133,7 @@ def test_units_for_both_slots(env):
             text = units[r.unit_file(i, slot)]
             assert f"PublishPort=127.0.0.1:{i.slot_ports[slot]}:{i.port}\n" in text
             assert f"Image={state['slots'][slot]}\n" in text
-            assert f"EnvironmentFile={derive.env_file_path(i)}\n" in text
+            assert f"EnvironmentFile={app_model.env_file_path(i)}\n" in text
             assert "Notify=healthy\n" in text and "/api/health" in text
             assert "Restart=on-failure\n" in text and "MemoryMax=" in text
             # Only the active slot starts at boot.
@@ -163,16 +164,16 @@ def test_units_pass_quadlet_dryrun(tmp_path):
 
 def test_upstreams_single_and_multi_host():
     i = inst()
-    assert derive.app_upstreams(i, "green", ["10.0.0.1"], "10.0.0.1") == ["127.0.0.1:4201"]
-    assert derive.app_upstreams(i, "blue", ["10.0.0.2", "10.0.0.1"], "10.0.0.1") == ["10.0.0.1:4200", "10.0.0.2:4200"]
-    assert derive.app_publish_addr(["10.0.0.1"], "10.0.0.1") == "127.0.0.1"
-    assert derive.app_publish_addr(["10.0.0.1", "10.0.0.2"], "10.0.0.2") == "10.0.0.2"
-    assert derive.caddy_lb_policy("cookie", i) == "cookie lb_shop_production"
-    assert derive.caddy_lb_policy("least_conn", i) == "least_conn"
+    assert app_model.app_upstreams(i, "green", ["10.0.0.1"], "10.0.0.1") == ["127.0.0.1:4201"]
+    assert app_model.app_upstreams(i, "blue", ["10.0.0.2", "10.0.0.1"], "10.0.0.1") == ["10.0.0.1:4200", "10.0.0.2:4200"]
+    assert app_model.app_publish_addr(["10.0.0.1"], "10.0.0.1") == "127.0.0.1"
+    assert app_model.app_publish_addr(["10.0.0.1", "10.0.0.2"], "10.0.0.2") == "10.0.0.2"
+    assert app_model.caddy_lb_policy("cookie", i) == "cookie lb_shop_production"
+    assert app_model.caddy_lb_policy("least_conn", i) == "least_conn"
 
 
 def _validate_caddy(tmp_path, sites: dict[str, str], data):
-    from roles.caddy import caddyfile
+    from services.caddy import caddyfile
 
     caddy = shutil.which("caddy")
     if not caddy:
@@ -213,7 +214,7 @@ def test_multi_host_sites_balance_with_the_registry_policy(tmp_path):
         body = r.site(i, "green", host.data, addrs, "10.0.0.1")
         sites[r.site_name(i)] = body
         assert f"reverse_proxy 10.0.0.1:{i.slot_ports['green']} 10.0.0.2:{i.slot_ports['green']} {{" in body
-        assert f"lb_policy {derive.caddy_lb_policy(i.lb_policy, i)}" in body
+        assert f"lb_policy {app_model.caddy_lb_policy(i.lb_policy, i)}" in body
     _validate_caddy(tmp_path, sites, host.data)
 
 
@@ -231,7 +232,7 @@ def test_podman_dropins_are_data():
 
 
 def test_registry_auth_json():
-    text = derive.registry_auth_json("ghcr.io", "me", "tok")
+    text = app_model.registry_auth_json("ghcr.io", "me", "tok")
     assert json.loads(text) == {"auths": {"ghcr.io": {"auth": "bWU6dG9r"}}}
 
 
@@ -239,9 +240,9 @@ def test_database_url_verifies_the_server_certificate_by_name():
     from codeb import registry
 
     inst = next(i for i in registry.load().instances if "database" in i.needs)
-    url = derive.database_url(inst, "pw", "n3.codeb.test", 5432, derive.PLATFORM_CA_FILE)
-    assert url.startswith(f"postgresql://{derive.db_role(inst)}:pw@n3.codeb.test:5432/{derive.db_name(inst)}?")
-    assert url.endswith(f"sslmode=verify-full&sslrootcert={derive.PLATFORM_CA_FILE}")
+    url = app_model.database_url(inst, "pw", "n3.codeb.test", 5432, shared.PLATFORM_CA_FILE)
+    assert url.startswith(f"postgresql://{shared.db_role(inst)}:pw@n3.codeb.test:5432/{shared.db_name(inst)}?")
+    assert url.endswith(f"sslmode=verify-full&sslrootcert={shared.PLATFORM_CA_FILE}")
 
 
 def test_app_containers_get_the_platform_ca_read_only():
@@ -250,11 +251,11 @@ def test_app_containers_get_the_platform_ca_read_only():
     for _env, _inv, host in [h for h in all_hosts() if "app" in h[2].groups]:
         inst = next(i for i in host.data.projects.instances if i.group in host.groups)
         unit = r.container_unit(inst, "blue", "img", True, host.data, ["10.78.0.11"], "10.78.0.11")
-        assert f"Volume={derive.PLATFORM_CA_FILE}:{derive.PLATFORM_CA_FILE}:ro" in unit
+        assert f"Volume={shared.PLATFORM_CA_FILE}:{shared.PLATFORM_CA_FILE}:ro" in unit
 
 
 def test_an_env_switch_moves_to_the_idle_slot_with_the_active_image():
-    from roles.app import env_switch
+    from services.app import env_switch
 
     state = {"active": "blue", "previous": "green", "slots": {"blue": "img@sha256:new", "green": "img@sha256:old"}}
     assert env_switch(state) == {"active": "green", "previous": "blue",
@@ -263,7 +264,7 @@ def test_an_env_switch_moves_to_the_idle_slot_with_the_active_image():
 
 
 def test_stale_env_fact_compares_the_container_start_with_the_env_file():
-    from roles.app import StaleEnv
+    from services.app import StaleEnv
 
     fact = StaleEnv()
     cmd = fact.command([("shop-production", "shop-production-blue", "/etc/platform/apps/shop-production.env")])

@@ -12,23 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from codeb import derive
-from roles.backup import (
-    DRILL_CONF,
-    PGBACKREST_CONF,
-    PROM_CONF,
-    PROM_RULES,
-    UNITS,
-    client_rendered,
-    databases,
-    pg_rendered,
-    prometheus_rendered,
-    repo_rendered,
-    s3_metrics_token,
-)
-from roles.backup.restore import normalise_target
-from roles.topology import group_addrs, platform_hosts
+from codeb import shared
+from codeb.inventory import group_addrs, platform_hosts
+from codeb.ops import UNITS
+from services.pgbackrest import DRILL_CONF, PGBACKREST_CONF, databases, pg_rendered, repo_rendered
+from services.pgbackrest import model as pgbackrest_model
+from services.prometheus import PROM_CONF, PROM_RULES, prometheus_rendered, s3_metrics_token
+from services.prometheus import model as prometheus_model
+from services.restic import client_rendered, server_rendered
+from services.restic import model as restic_model
 from tests.unit.conftest import INVENTORIES, load_inventory
+from tools.restore import normalise_target
 
 
 def _params():
@@ -52,6 +46,7 @@ def rendered_for(param) -> dict[str, str]:
         files.update({f"pg:{k}": v for k, v in pg_rendered(d, h.name, d.private_ip, hosts, addrs).items()})
     if "backup" in h.groups:
         files.update({f"repo:{k}": v for k, v in repo_rendered(d, h.name, d.private_ip, hosts, addrs).items()})
+        files.update({f"repo:{k}": v for k, v in server_rendered(d, h.name, d.private_ip, hosts).items()})
         files.update({f"prom:{k}": v for k, v in prometheus_rendered(d, d.private_ip, hosts, addrs).items()})
     public, _ = client_rendered(d, h.name, h.groups, hosts, addrs)
     files.update({f"client:{k}": v for k, v in public.items()})
@@ -68,42 +63,42 @@ def ini(text: str) -> configparser.ConfigParser:
 
 
 def test_archive_command_and_tls_auth():
-    assert derive.pgbackrest_archive_command("main") == "pgbackrest --stanza=main archive-push %p"
-    assert derive.pgbackrest_tls_auth(["n4.x.test", "n4.x.test"], "main") == ["n4.x.test=main"]
-    assert derive.tls_names("n3", "codeb.test") == ["n3.codeb.test", "n3"]
+    assert pgbackrest_model.pgbackrest_archive_command("main") == "pgbackrest --stanza=main archive-push %p"
+    assert pgbackrest_model.pgbackrest_tls_auth(["n4.x.test", "n4.x.test"], "main") == ["n4.x.test=main"]
+    assert shared.tls_names("n3", "codeb.test") == ["n3.codeb.test", "n3"]
 
 
 def test_pgbackrest_conf_roles():
     settings = {"repo_path": "/var/lib/pgbackrest", "retention_full": 7}
-    pg = derive.pgbackrest_conf("pg", stanza="main", private_ip="10.0.0.3", tls_port=8432,
+    pg = pgbackrest_model.pgbackrest_conf("pg", stanza="main", private_ip="10.0.0.3", tls_port=8432,
                                 peer_names=["n4.x.test"], pg_path="/pg", pg_port=5432, settings=settings)
     assert pg["global"]["repo1-host"] == "n4.x.test" and pg["global"]["repo1-host-type"] == "tls"
     assert pg["global"]["archive-async"] == "y" and pg["global"]["tls-server-auth"] == "n4.x.test=main"
     assert "repo1-path" not in pg["global"]
-    repo = derive.pgbackrest_conf("repo", stanza="main", private_ip="10.0.0.4", tls_port=8432,
+    repo = pgbackrest_model.pgbackrest_conf("repo", stanza="main", private_ip="10.0.0.4", tls_port=8432,
                                   peer_names=["n3.x.test"], pg_path="/pg", pg_port=5432, settings=settings)
     g = repo["global"]
     assert (g["repo1-path"], g["repo1-retention-full"], g["compress-type"], g["repo1-bundle"]) == \
         ("/var/lib/pgbackrest", "7", "zst", "y")
     assert repo["main"]["pg1-host"] == "n3.x.test" and repo["main"]["pg1-host-type"] == "tls"
     with pytest.raises(ValueError):
-        derive.pgbackrest_conf("pg", stanza="main", private_ip="x", tls_port=1, peer_names=[], pg_path="/",
+        pgbackrest_model.pgbackrest_conf("pg", stanza="main", private_ip="x", tls_port=1, peer_names=[], pg_path="/",
                                pg_port=1, settings=settings)
 
 
 def test_host_secrets_are_stable_distinct_and_alphanumeric():
-    a = derive.host_secret("master", "restic-repo", "n1")
-    assert a == derive.host_secret("master", "restic-repo", "n1")
-    assert a != derive.host_secret("master", "restic-repo", "n2")
-    assert a != derive.host_secret("master", "restic-rest", "n1")
+    a = restic_model.host_secret("master", "restic-repo", "n1")
+    assert a == restic_model.host_secret("master", "restic-repo", "n1")
+    assert a != restic_model.host_secret("master", "restic-repo", "n2")
+    assert a != restic_model.host_secret("master", "restic-rest", "n1")
     assert re.fullmatch(r"[A-Za-z0-9]{40}", a)
 
 
 def test_htpasswd_is_bcrypt_stable_and_verifies():
     import bcrypt
 
-    line = derive.bcrypt_htpasswd("n1", "pw-one")
-    assert line == derive.bcrypt_htpasswd("n1", "pw-one")
+    line = restic_model.bcrypt_htpasswd("n1", "pw-one")
+    assert line == restic_model.bcrypt_htpasswd("n1", "pw-one")
     user, hashed = line.split(":", 1)
     assert user == "n1" and hashed.startswith("$2b$10$")
     assert bcrypt.checkpw(b"pw-one", hashed.encode())
@@ -112,16 +107,16 @@ def test_htpasswd_is_bcrypt_stable_and_verifies():
 
 def test_file_backup_paths_and_repositories():
     spec = {"all": ["/etc"], "storage": ["/var/lib/garage/data"], "app": ["/var/lib/caddy"]}
-    assert derive.file_backup_paths(["storage"], spec) == ["/etc", "/var/lib/garage/data"]
-    assert derive.file_backup_paths(["backup"], spec) == ["/etc"]
-    assert derive.restic_repository("n1", "n4.x", 8443, False, "/srv/restic") == "rest:https://n4.x:8443/n1/"
-    assert derive.restic_repository("n4", "n4.x", 8443, True, "/srv/restic") == "/srv/restic/n4"
+    assert restic_model.file_backup_paths(["storage"], spec) == ["/etc", "/var/lib/garage/data"]
+    assert restic_model.file_backup_paths(["backup"], spec) == ["/etc"]
+    assert restic_model.restic_repository("n1", "n4.x", 8443, False, "/srv/restic") == "rest:https://n4.x:8443/n1/"
+    assert restic_model.restic_repository("n4", "n4.x", 8443, True, "/srv/restic") == "/srv/restic/n4"
 
 
 def test_durations():
-    assert derive.duration_seconds("26h") == 93600 and derive.duration_seconds("5m") == 300
+    assert prometheus_model.duration_seconds("26h") == 93600 and prometheus_model.duration_seconds("5m") == 300
     with pytest.raises(ValueError):
-        derive.duration_seconds("5 minutes")
+        prometheus_model.duration_seconds("5 minutes")
 
 
 def test_restore_target_needs_a_zone():
@@ -172,7 +167,7 @@ def test_repository_host_pgbackrest_conf(param):
     drill = ini(files[DRILL_CONF])
     assert "pg1-host" not in drill[h.data.pgbackrest_stanza]
     assert drill[h.data.pgbackrest_stanza]["pg1-port"] == str(h.data.restore_drill_port)
-    assert set(databases(h.data)) >= {derive.PDNS_DB}
+    assert set(databases(h.data)) >= {shared.PDNS_DB}
 
 
 def _units_dir(files: dict[str, str], tmp: Path) -> list[Path]:

@@ -4,7 +4,7 @@ exercised against a real Garage by the topology tests (tests/topology/test_s3.py
 
 import pytest
 
-from roles.storage import codeb_garage as g
+from services.garage import codeb_garage as g
 
 KEY_A, KEY_B = "GK" + "a" * 24, "GK" + "b" * 24
 SECRET_A, SECRET_B = "1" * 64, "2" * 64

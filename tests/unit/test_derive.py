@@ -4,7 +4,10 @@ import base64
 
 import pytest
 
-from codeb import derive, registry
+from codeb import registry, shared
+from services.app import model as app_model
+from services.baseline import model as baseline_model
+from services.centrifugo import model as centrifugo_model
 
 
 @pytest.fixture(scope="module")
@@ -18,34 +21,34 @@ def inst(reg, name):
 
 def test_names_are_safe_for_sql_redis_and_s3(reg):
     i = inst(reg, "codeb-dashboard-production")
-    assert derive.db_name(i) == derive.db_role(i) == "codeb_dashboard_production"
-    assert derive.redis_user(i) == derive.redis_prefix(i) == "codeb-dashboard-production"
-    assert derive.redis_acl_patterns("codeb-dashboard-production") == ("~codeb-dashboard-production:*",
+    assert shared.db_name(i) == shared.db_role(i) == "codeb_dashboard_production"
+    assert shared.redis_user(i) == shared.redis_prefix(i) == "codeb-dashboard-production"
+    assert shared.redis_acl_patterns("codeb-dashboard-production") == ("~codeb-dashboard-production:*",
                                                                        "&codeb-dashboard-production:*")
-    assert derive.bucket_name(i) == "codeb-dashboard-production"
-    assert derive.unit_name(i, "green") == "codeb-dashboard-production-green"
+    assert shared.bucket_name(i) == "codeb-dashboard-production"
+    assert app_model.unit_name(i, "green") == "codeb-dashboard-production-green"
 
 
 def test_every_sql_name_is_unique_and_a_plain_identifier(reg):
-    names = [derive.db_name(i) for i in reg.instances]
+    names = [shared.db_name(i) for i in reg.instances]
     assert len(names) == len(set(names))
     assert all(n.replace("_", "").isalnum() and n.islower() and len(n) <= 63 for n in names)
 
 
 def test_origins_are_exact_https_and_never_a_wildcard(reg):
-    origins = derive.origins(reg.instances)
+    origins = centrifugo_model.origins(reg.instances)
     assert "https://workb.net" in origins and "https://www.workb.net" in origins
     assert all(o.startswith("https://") and "*" not in o for o in origins)
     assert origins == sorted(set(origins))
 
 
 def test_required_secrets_follow_needs(reg):
-    names = derive.required_secrets(reg.instances)
+    names = shared.required_secrets(reg.instances)
     assert "db_password.workb-production" in names
     assert {"s3_key_id.workb-production", "s3_key_secret.workb-production"} <= set(names)
     # codeb-dashboard needs no bucket, so it gets no S3 key.
     assert "s3_key_id.codeb-dashboard-production" not in names
-    assert set(derive.PLATFORM_SECRETS) <= set(names)
+    assert set(shared.PLATFORM_SECRETS) <= set(names)
     assert len(names) == len(set(names))
 
 
@@ -60,7 +63,7 @@ SERVICES = {
 
 
 def test_firewall_rules_for_a_storage_host():
-    rules = derive.firewall_rules(["storage"], SERVICES, GROUPS, ["192.0.2.0/24", "2001:db8::/32"])
+    rules = shared.firewall_rules(["storage"], SERVICES, GROUPS, ["192.0.2.0/24", "2001:db8::/32"])
     by_name = {(r["name"], r["proto"]): r for r in rules}
     assert by_name[("ssh", "tcp")]["v4"] == ["192.0.2.0/24"] and by_name[("ssh", "tcp")]["v6"] == ["2001:db8::/32"]
     assert by_name[("postgresql", "tcp")]["v4"] == ["10.0.0.11/32", "10.0.0.14/32", "10.0.0.21/32"]
@@ -69,47 +72,47 @@ def test_firewall_rules_for_a_storage_host():
 
 
 def test_services_of_other_groups_open_nothing():
-    rules = derive.firewall_rules(["app"], SERVICES, GROUPS, ["192.0.2.0/24"])
+    rules = shared.firewall_rules(["app"], SERVICES, GROUPS, ["192.0.2.0/24"])
     assert {r["name"] for r in rules} == {"ssh", "node-exporter"}
 
 
 def test_a_service_without_allowed_sources_opens_nothing():
-    rules = derive.firewall_rules(["storage"], {"x": {"port": 1, "on": "storage", "from": ["app"]}},
+    rules = shared.firewall_rules(["storage"], {"x": {"port": 1, "on": "storage", "from": ["app"]}},
                                   {"app": []}, [])
     assert rules == []
 
 
 def test_unknown_firewall_source_is_an_error():
     with pytest.raises(ValueError, match="unknown source 'web'"):
-        derive.firewall_rules(["storage"], {"x": {"port": 1, "on": "storage", "from": ["web"]}}, GROUPS, [])
+        shared.firewall_rules(["storage"], {"x": {"port": 1, "on": "storage", "from": ["web"]}}, GROUPS, [])
 
 
 def test_etc_hosts_entries():
-    assert derive.etc_hosts_entries([("n2", "10.0.0.12"), ("n1", "10.0.0.11")], "codeb.test") == [
+    assert baseline_model.etc_hosts_entries([("n2", "10.0.0.12"), ("n1", "10.0.0.11")], "codeb.test") == [
         ("10.0.0.11", "n1.codeb.test", "n1"), ("10.0.0.12", "n2.codeb.test", "n2")]
 
 
 def test_cluster_source_opens_only_when_the_group_has_several_hosts():
     svc = {"redis": {"port": 6379, "on": "storage", "from": ["app", "streaming@cluster"]}}
-    one = derive.firewall_rules(["storage"], svc, GROUPS, [])
+    one = shared.firewall_rules(["storage"], svc, GROUPS, [])
     assert one[0]["v4"] == ["10.0.0.11/32", "10.0.0.21/32"]
-    two = derive.firewall_rules(["storage"], svc, dict(GROUPS, streaming=["10.0.0.12", "10.0.0.22"]), [])
+    two = shared.firewall_rules(["storage"], svc, dict(GROUPS, streaming=["10.0.0.12", "10.0.0.22"]), [])
     assert two[0]["v4"] == ["10.0.0.11/32", "10.0.0.12/32", "10.0.0.21/32", "10.0.0.22/32"]
 
 
 def test_port_ranges_for_release_slots_between_app_hosts():
     svc = {"app-slots": {"port": "4000-5999", "on": "app", "from": ["app@cluster"]}}
-    rules = derive.firewall_rules(["app"], svc, GROUPS, [])
+    rules = shared.firewall_rules(["app"], svc, GROUPS, [])
     assert rules == [{"name": "app-slots", "port": "4000-5999", "proto": "tcp", "iif": None,
                       "v4": ["10.0.0.11/32", "10.0.0.21/32"], "v6": []}]
-    assert derive.firewall_rules(["app"], svc, dict(GROUPS, app=["10.0.0.11"]), []) == []
+    assert shared.firewall_rules(["app"], svc, dict(GROUPS, app=["10.0.0.11"]), []) == []
     with pytest.raises(ValueError, match="bad port range"):
-        derive.firewall_rules(["app"], {"x": {"port": "5-1", "on": "app", "from": ["app"]}}, GROUPS, [])
+        shared.firewall_rules(["app"], {"x": {"port": "5-1", "on": "app", "from": ["app"]}}, GROUPS, [])
 
 
 def test_internal_services_are_allowed_only_on_the_private_interface():
     svc = dict(SERVICES, wireguard={"port": 51820, "proto": "udp", "on": "all", "from": ["@platform"]})
-    rules = derive.firewall_rules(["storage"], svc, GROUPS, ["192.0.2.0/24"],
+    rules = shared.firewall_rules(["storage"], svc, GROUPS, ["192.0.2.0/24"],
                                   public_addrs=["198.51.100.13", "198.51.100.11"], private_interface="wg0")
     by_name = {(r["name"], r["proto"]): r for r in rules}
     # From host groups (private addresses): internal, so only on wg0.
@@ -128,27 +131,27 @@ PEERS = [{"name": "n1", "private_ip": "10.78.0.11", "public_ip": "198.51.100.11"
 
 def test_each_host_gets_its_own_key_and_every_other_host_as_a_peer():
     seed = "s" * 40
-    n1 = derive.wireguard_config("n1", PEERS, seed, 51820, "10.78.0.0/24")
-    n2 = derive.wireguard_config("n2", PEERS, seed, 51820, "10.78.0.0/24")
+    n1 = baseline_model.wireguard_config("n1", PEERS, seed, 51820, "10.78.0.0/24")
+    n2 = baseline_model.wireguard_config("n2", PEERS, seed, 51820, "10.78.0.0/24")
     assert n1["address"] == "10.78.0.11/24" and n1["port"] == 51820
     assert [p["name"] for p in n1["peers"]] == ["n2", "n3"]
     assert n1["peers"][0] == {"name": "n2", "endpoint": "198.51.100.12", "allowed_ip": "10.78.0.12",
-                              "public_key": derive.wireguard_public_key(n2["private_key"])}
+                              "public_key": baseline_model.wireguard_public_key(n2["private_key"])}
     # n1 knows n2 by the public half of n2's key, and the reverse; no private key is shared.
     assert next(p for p in n2["peers"] if p["name"] == "n1")["public_key"] == \
-        derive.wireguard_public_key(n1["private_key"])
+        baseline_model.wireguard_public_key(n1["private_key"])
     assert n1["private_key"] != n2["private_key"]
     assert n1["private_key"] not in str(n2) and n2["private_key"] not in str(n1)
     assert len(base64.b64decode(n1["private_key"])) == 32 and len(base64.b64decode(n1["peers"][0]["public_key"])) == 32
 
 
 def test_wireguard_keys_are_per_environment():
-    assert derive.wireguard_private_key("a" * 40, "n1") != derive.wireguard_private_key("b" * 40, "n1")
-    assert derive.wireguard_private_key("a" * 40, "n1") == derive.wireguard_private_key("a" * 40, "n1")
+    assert baseline_model.wireguard_private_key("a" * 40, "n1") != baseline_model.wireguard_private_key("b" * 40, "n1")
+    assert baseline_model.wireguard_private_key("a" * 40, "n1") == baseline_model.wireguard_private_key("a" * 40, "n1")
 
 
 def test_wireguard_public_key_matches_rfc7748_x25519():
     # RFC 7748 section 6.1: Alice's private key and public key.
     private = bytes.fromhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
     public = bytes.fromhex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
-    assert derive.wireguard_public_key(base64.b64encode(private).decode()) == base64.b64encode(public).decode()
+    assert baseline_model.wireguard_public_key(base64.b64encode(private).decode()) == base64.b64encode(public).decode()

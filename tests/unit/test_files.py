@@ -1,6 +1,6 @@
 """The one-command state check in front of every rendered file (roles/files.py)."""
 
-from roles.files import ManagedFile
+from codeb.files import ManagedFile
 
 
 def test_a_regular_file_reads_as_owner_group_permission_bits_and_checksum():

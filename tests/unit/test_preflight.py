@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from codeb import artifacts, derive, registry, secrets
+from codeb import artifacts, registry, secrets, shared
 
 REPO = Path(__file__).resolve().parents[2]
 PYINFRA = str(Path(sys.executable).parent / "pyinfra")
@@ -116,7 +116,7 @@ def valid_secrets(reg) -> dict[str, str]:
     """Every required secret, in the shape `make secrets` gives it (Garage's formats included)."""
     shaped = ("garage_rpc_secret", "s3_key_id.", "s3_key_secret.")
     return {n: secrets.generator(n)() if n.startswith(shaped) else "x" * 40
-            for n in derive.required_secrets(reg.instances)}
+            for n in shared.required_secrets(reg.instances)}
 
 
 def test_an_s3_key_in_another_format_stops_before_any_connection(apply):

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from codeb import derive
-from roles.common import rendered_files
-from roles.topology import group_addrs, mesh_peers, platform_hosts
+from codeb import shared
+from codeb.inventory import group_addrs, mesh_peers, platform_hosts
+from services.baseline import model as baseline_model
+from services.baseline import rendered_files
 from tests.unit.conftest import all_hosts
 
 HOSTS = all_hosts()
@@ -106,10 +107,10 @@ def test_wireguard_config_names_every_other_host_and_only_its_own_key(env, inv, 
         assert f"Endpoint = {p['public_ip']}:{host.data.wireguard_port}" in content
         assert f"AllowedIPs = {p['private_ip']}/32" in content
     # No other host's private key, ever.
-    seed = host.data.secrets[derive.SECRET_WIREGUARD_SEED]
+    seed = host.data.secrets[shared.SECRET_WIREGUARD_SEED]
     for p in peers:
-        assert derive.wireguard_private_key(seed, p["name"]) not in content
-    assert f"PrivateKey = {derive.wireguard_private_key(seed, host.name)}" in content
+        assert baseline_model.wireguard_private_key(seed, p["name"]) not in content
+    assert f"PrivateKey = {baseline_model.wireguard_private_key(seed, host.name)}" in content
 
 
 @pytest.mark.parametrize("env,inv,host", HOSTS, ids=IDS)
@@ -140,7 +141,7 @@ def test_internal_uis_are_reached_through_ssh_tunnels_only(env, inv, host):
         assert f"PermitOpen {host.data.private_ip}:{host.data.prometheus_port}" in content
     else:
         assert "AllowTcpForwarding no" in content and "PermitOpen" not in content
-    assert not any(r["name"] == "prometheus" for r in derive.firewall_rules(
+    assert not any(r["name"] == "prometheus" for r in shared.firewall_rules(
         host.groups, host.data.firewall_services, group_addrs(inv), host.data.admin_networks))
 
 

@@ -9,13 +9,17 @@ import hmac
 
 import pytest
 
-from codeb import derive, registry, secrets
+from codeb import registry, secrets, shared
+from services.garage import model as garage_model
+from services.postgresql import model as postgresql_model
+from services.powerdns import model as powerdns_model
+from services.redis import model as redis_model
 
 REG = registry.load()
 ADDRS = {"app": ["10.77.0.11"], "streaming": ["10.77.0.12"], "storage": ["10.77.0.13"], "backup": ["10.77.0.14"]}
 HOSTS = [("n1", "10.77.0.11"), ("n2", "10.77.0.12"), ("n3", "10.77.0.13"), ("n4", "10.77.0.14")]
 SECRETS = {name: secrets.generator(name)() if name.startswith(("s3_", "garage_rpc")) else f"pw-{name}"
-           for name in derive.required_secrets(REG.instances)}
+           for name in shared.required_secrets(REG.instances)}
 
 
 def instances_without(project: str):
@@ -29,7 +33,7 @@ def test_scram_verifier_matches_the_rfc_7677_exchange():
     """RFC 7677 section 3: user 'user', password 'pencil'. A server holding our verifier
     must accept the RFC's client proof and answer with the RFC's server signature."""
     salt = base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ==")
-    verifier = derive.scram_sha256_verifier("pencil", salt, 4096)
+    verifier = postgresql_model.scram_sha256_verifier("pencil", salt, 4096)
     head, keys = verifier.rsplit("$", 1)
     assert head == "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ=="
     stored_key, server_key = (base64.b64decode(k) for k in keys.split(":"))
@@ -47,45 +51,45 @@ def test_scram_verifier_matches_the_rfc_7677_exchange():
 
 
 def test_role_verifiers_are_stable_and_follow_the_password():
-    a = derive.pg_role_verifier("workb_production", "secret-1")
-    assert a == derive.pg_role_verifier("workb_production", "secret-1")
-    assert a != derive.pg_role_verifier("workb_production", "secret-2")
+    a = postgresql_model.pg_role_verifier("workb_production", "secret-1")
+    assert a == postgresql_model.pg_role_verifier("workb_production", "secret-1")
+    assert a != postgresql_model.pg_role_verifier("workb_production", "secret-2")
     # Same password, another role: another salt.
-    assert a.split("$")[1] != derive.pg_role_verifier("videopick_production", "secret-1").split("$")[1]
+    assert a.split("$")[1] != postgresql_model.pg_role_verifier("videopick_production", "secret-1").split("$")[1]
     assert "secret-1" not in a
 
 
 def test_pg_logins_cover_every_database_project_and_powerdns():
-    logins = derive.pg_logins(REG.instances, SECRETS, 20)
+    logins = postgresql_model.pg_logins(REG.instances, SECRETS, 20)
     roles = {ln["role"] for ln in logins}
-    assert roles == {derive.db_role(i) for i in REG.instances if "database" in i.needs} | {derive.PDNS_DB}
-    assert all(ln["role"] == ln["database"] or ln["role"] == derive.PDNS_DB for ln in logins)
+    assert roles == {shared.db_role(i) for i in REG.instances if "database" in i.needs} | {shared.PDNS_DB}
+    assert all(ln["role"] == ln["database"] or ln["role"] == shared.PDNS_DB for ln in logins)
     assert all(ln["connection_limit"] == 20 for ln in logins)
 
 
 def test_pg_hba_allows_each_project_only_its_database_from_its_app_hosts_over_tls():
     addrs = {**ADDRS, "app": ["10.77.0.11", "10.77.0.21"]}
-    rules = derive.pg_hba_rules(REG.instances, addrs)
+    rules = postgresql_model.pg_hba_rules(REG.instances, addrs)
     network = [r for r in rules if r["type"] != "local"]
     assert {r["type"] for r in network} == {"hostssl"}
     assert {r["method"] for r in network} == {"scram-sha-256"}
-    want = {(derive.db_name(i), derive.db_role(i), f"{a}/32")
+    want = {(shared.db_name(i), shared.db_role(i), f"{a}/32")
             for i in REG.instances if "database" in i.needs for a in addrs["app"]}
     assert {(r["database"], r["user"], r["address"]) for r in network} == want
     assert not any("all" in (r["database"], r["user"]) for r in network)
     local = [r for r in rules if r["type"] == "local"]
     assert {(r["database"], r["user"], r["method"]) for r in local} == {
-        ("all", "postgres", "peer"), (derive.PDNS_DB, derive.PDNS_DB, "scram-sha-256")}
+        ("all", "postgres", "peer"), (shared.PDNS_DB, shared.PDNS_DB, "scram-sha-256")}
 
 
 def test_pg_hba_extra_rules_come_before_the_projects():
     extra = [{"type": "local", "database": "all", "user": "backup", "method": "peer"}]
-    rules = derive.pg_hba_rules(REG.instances, ADDRS, extra)
+    rules = postgresql_model.pg_hba_rules(REG.instances, ADDRS, extra)
     assert rules[2]["user"] == "backup" and rules[3]["type"] == "hostssl"
 
 
 def test_removed_project_loses_its_hba_lines():
-    rules = derive.pg_hba_rules(instances_without("workb"), ADDRS)
+    rules = postgresql_model.pg_hba_rules(instances_without("workb"), ADDRS)
     assert not any(r["user"].startswith("workb") for r in rules)
 
 
@@ -93,24 +97,24 @@ def test_removed_project_loses_its_hba_lines():
 
 
 def test_redis_password_hash_is_acl_sha256_form():
-    assert derive.redis_password_hash("foo") == "#" + hashlib.sha256(b"foo").hexdigest()
+    assert redis_model.redis_password_hash("foo") == "#" + hashlib.sha256(b"foo").hexdigest()
 
 
 def test_redis_acl_users():
-    users = dict(derive.redis_acl_users(REG.instances, SECRETS))
+    users = dict(redis_model.redis_acl_users(REG.instances, SECRETS))
     assert users["default"] == "reset off"
     # Only the admin user has every key and admin commands.
-    assert [u for u, rules in users.items() if "~*" in rules.split()] == [derive.REDIS_ADMIN_USER]
+    assert [u for u, rules in users.items() if "~*" in rules.split()] == [redis_model.REDIS_ADMIN_USER]
     for inst in REG.instances:
         if "redis" not in inst.needs:
             continue
-        rules = users[derive.redis_user(inst)].split()
-        p = derive.redis_prefix(inst)
+        rules = users[shared.redis_user(inst)].split()
+        p = shared.redis_prefix(inst)
         assert rules[:2] == ["reset", "on"]
         assert f"~{p}:*" in rules and f"&{p}:*" in rules
         assert rules[-3:] == ["+@all", "-@admin", "-@dangerous"]
         assert len([r for r in rules if r.startswith(("~", "&", "%"))]) == 2
-    centrifugo = users[derive.CENTRIFUGO_REDIS_USER].split()
+    centrifugo = users[shared.CENTRIFUGO_REDIS_USER].split()
     assert {"~centrifugo.*", "&centrifugo.*", "%R~_"} <= set(centrifugo)
     assert "-@admin" in centrifugo and "-@dangerous" in centrifugo
     assert not any(v in " ".join(users.values()) for v in SECRETS.values())
@@ -120,7 +124,7 @@ def test_redis_acl_users():
 
 
 def test_s3_desired_has_one_bucket_and_key_per_instance_with_a_bucket():
-    desired = derive.s3_desired(REG.instances, SECRETS)
+    desired = garage_model.s3_desired(REG.instances, SECRETS)
     assert {p["bucket"] for p in desired} == {i.name for i in REG.instances if "bucket" in i.needs}
     for p in desired:
         assert p["key_id"] == SECRETS[f"s3_key_id.{p['name']}"]
@@ -128,15 +132,15 @@ def test_s3_desired_has_one_bucket_and_key_per_instance_with_a_bucket():
 
 
 def test_s3_secrets_in_another_format_are_refused_naming_the_secret_only():
-    assert derive.s3_secret_problems(REG.instances, SECRETS) == []
+    assert shared.s3_secret_problems(REG.instances, SECRETS) == []
     inst = next(i for i in REG.instances if "bucket" in i.needs)
     for name, bad in ((f"s3_key_id.{inst.name}", "GK" + "a" * 24 + "\n"), (f"s3_key_id.{inst.name}", "GKnothex"),
                       (f"s3_key_secret.{inst.name}", "x" * 64), ("garage_rpc_secret", "0" * 63)):
-        problems = derive.s3_secret_problems(REG.instances, dict(SECRETS, **{name: bad}))
+        problems = shared.s3_secret_problems(REG.instances, dict(SECRETS, **{name: bad}))
         assert len(problems) == 1 and name in problems[0] and bad.strip() not in problems[0]
     others = [i for i in REG.instances if "bucket" in i.needs and i != inst]
-    shared = dict(SECRETS, **{f"s3_key_id.{others[0].name}": SECRETS[f"s3_key_id.{inst.name}"]})
-    assert "shared" in derive.s3_secret_problems(REG.instances, shared)[0]
+    dup = dict(SECRETS, **{f"s3_key_id.{others[0].name}": SECRETS[f"s3_key_id.{inst.name}"]})
+    assert "shared" in shared.s3_secret_problems(REG.instances, dup)[0]
 
 
 # --- PowerDNS ----------------------------------------------------------------------------
@@ -145,14 +149,14 @@ def test_s3_secrets_in_another_format_are_refused_naming_the_secret_only():
 def test_pdns_api_key_hash_matches_powerdns_regression_vector():
     # From PowerDNS's own regression tests (api key 'apisecret' and its hashed form).
     salt = base64.b64decode("9v8JxDfzQVyTpBkTbkUqYg==")
-    assert derive.pdns_api_key_hash("apisecret", salt) == (
+    assert powerdns_model.pdns_api_key_hash("apisecret", salt) == (
         "$scrypt$ln=10,p=1,r=8$9v8JxDfzQVyTpBkTbkUqYg==$bDQzAOHeK1G9UvTPypNhrX48w974ZXbFPtRKS34+aso=")
 
 
 def test_pdns_api_key_hash_is_deterministic_per_key():
-    assert derive.pdns_api_key_hash("k1") == derive.pdns_api_key_hash("k1")
-    assert derive.pdns_api_key_hash("k1") != derive.pdns_api_key_hash("k2")
-    assert "k1" not in derive.pdns_api_key_hash("k1").split("$")[-1]
+    assert powerdns_model.pdns_api_key_hash("k1") == powerdns_model.pdns_api_key_hash("k1")
+    assert powerdns_model.pdns_api_key_hash("k1") != powerdns_model.pdns_api_key_hash("k2")
+    assert "k1" not in powerdns_model.pdns_api_key_hash("k1").split("$")[-1]
 
 
 @pytest.mark.parametrize("domain, zone", [
@@ -160,7 +164,7 @@ def test_pdns_api_key_hash_is_deterministic_per_key():
     ("dashboard.codeb.kr", "codeb.kr"), ("shop.example.co.kr", "example.co.kr"), ("a.b.example.co.uk", "example.co.uk"),
 ])
 def test_registrable_domain(domain, zone):
-    assert derive.registrable_domain(domain) == zone
+    assert powerdns_model.registrable_domain(domain) == zone
 
 
 def _records(zones):
@@ -168,7 +172,7 @@ def _records(zones):
 
 
 def test_dns_zones_local():
-    zones = derive.dns_zones("codeb.test", HOSTS, ADDRS, REG.instances)
+    zones = powerdns_model.dns_zones("codeb.test", HOSTS, ADDRS, REG.instances)
     assert set(zones) == {"codeb.test", "codeb.kr", "videopick.kr", "workb.net"}
     recs = _records(zones)
     for name, a in HOSTS:
@@ -179,27 +183,27 @@ def test_dns_zones_local():
     domains = {d for i in REG.instances for d in i.domains}
     for d in domains:
         assert recs[(d + ".", "A")] == ("10.77.0.11",)
-        assert (d + ".", "A") in zones[derive.registrable_domain(d)]["rrsets"]
+        assert (d + ".", "A") in zones[powerdns_model.registrable_domain(d)]["rrsets"]
     # Nothing but hosts, service names and registry domains.
     assert len(recs) == len(HOSTS) + 3 + len(domains)
     assert all(z["nameservers"] == ["n3.codeb.test."] for z in zones.values())
 
 
 def test_dns_zones_production_merges_platform_and_app_zone():
-    zones = derive.dns_zones("codeb.kr", HOSTS, ADDRS, REG.instances)
+    zones = powerdns_model.dns_zones("codeb.kr", HOSTS, ADDRS, REG.instances)
     assert set(zones) == {"codeb.kr", "videopick.kr", "workb.net"}
     assert ("dashboard.codeb.kr.", "A") in zones["codeb.kr"]["rrsets"]
     assert ("n3.codeb.kr.", "A") in zones["codeb.kr"]["rrsets"]
 
 
 def test_dns_records_leave_with_their_project():
-    zones = derive.dns_zones("codeb.test", HOSTS, ADDRS, instances_without("workb"))
+    zones = powerdns_model.dns_zones("codeb.test", HOSTS, ADDRS, instances_without("workb"))
     assert "workb.net" not in zones
     assert not any("workb" in name for name, _ in _records(zones))
 
 
 def test_dns_app_domains_follow_every_app_host():
     addrs = {**ADDRS, "app": ["10.77.0.11", "10.77.0.21"]}
-    zones = derive.dns_zones("codeb.test", HOSTS, addrs, REG.instances)
+    zones = powerdns_model.dns_zones("codeb.test", HOSTS, addrs, REG.instances)
     assert zones["workb.net"]["rrsets"][("workb.net.", "A")] == ["10.77.0.11", "10.77.0.21"]
     assert zones["codeb.test"]["rrsets"][("api.codeb.test.", "A")] == ["10.77.0.11", "10.77.0.21"]

@@ -9,12 +9,12 @@ import tomllib
 
 import pytest
 
-from codeb import derive
-from roles.storage.garage import rendered as garage_rendered
-from roles.storage.postgresql import rendered as pg_rendered
-from roles.storage.powerdns import rendered as pdns_rendered
-from roles.storage.redis import rendered as redis_rendered
-from roles.topology import group_addrs, platform_hosts
+from codeb.inventory import group_addrs, platform_hosts
+from services.garage import rendered as garage_rendered
+from services.postgresql import model as postgresql_model
+from services.postgresql import rendered as pg_rendered
+from services.powerdns import rendered as pdns_rendered
+from services.redis import rendered as redis_rendered
 from tests.unit.conftest import INVENTORIES, load_inventory
 
 
@@ -59,7 +59,7 @@ def test_files_uploaded_in_clear_hold_no_secret(rendered):
 def test_postgres_provisioning_holds_verifiers_not_passwords(rendered):
     sql = rendered["pg"]["provision"]
     assert placeholders(sql) == []
-    assert sql.count("PASSWORD 'SCRAM-SHA-256$4096:") == len(derive.pg_logins(
+    assert sql.count("PASSWORD 'SCRAM-SHA-256$4096:") == len(postgresql_model.pg_logins(
         rendered["data"].projects.instances, rendered["data"].secrets, 20))
     assert "DROP" not in sql.upper()  # data is never dropped
 
@@ -82,7 +82,7 @@ def test_pg_hba_has_no_plain_host_or_trust_lines(rendered):
 
 def test_postgres_expected_state_covers_every_login(rendered):
     expected = rendered["pg"]["expected"]
-    logins = derive.pg_logins(rendered["data"].projects.instances, rendered["data"].secrets, 20)
+    logins = postgresql_model.pg_logins(rendered["data"].projects.instances, rendered["data"].secrets, 20)
     assert len(expected) == 2 * len(logins)
 
 

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from codeb import artifacts, derive
-from roles import streaming as s
-from roles.common import rendered_files
-from roles.topology import group_addrs, platform_hosts
+from codeb import artifacts, shared
+from codeb.inventory import group_addrs, platform_hosts
+from services import centrifugo as s
+from services.app import model as app_model
+from services.baseline import rendered_files
+from services.centrifugo import model as centrifugo_model
 from tests.unit.conftest import REPO, load_inventory
 
 ENVS = ("local", "staging", "production")
@@ -91,17 +93,17 @@ def checkconfig(binary: Path, text: str, tmp_path: Path) -> subprocess.Completed
 
 
 def test_every_namespace_states_every_permission():
-    for ns in derive.centrifugo_namespaces(load_inventory("local").get_group("streaming")[0].data
+    for ns in centrifugo_model.centrifugo_namespaces(load_inventory("local").get_group("streaming")[0].data
                                            .centrifugo_namespaces):
-        for perm in derive.CENTRIFUGO_PERMISSIONS:
+        for perm in centrifugo_model.CENTRIFUGO_PERMISSIONS:
             assert isinstance(ns[perm], bool), (ns["name"], perm)
         # Clients never publish, anonymous clients get nothing.
-        assert not any(ns[p] for p in derive.CENTRIFUGO_PERMISSIONS if "publish" in p or "anonymous" in p)
+        assert not any(ns[p] for p in centrifugo_model.CENTRIFUGO_PERMISSIONS if "publish" in p or "anonymous" in p)
 
 
 def test_the_platform_namespaces():
     _, host = streaming_host("production")
-    nss = {ns["name"]: ns for ns in derive.centrifugo_namespaces(host.data.centrifugo_namespaces)}
+    nss = {ns["name"]: ns for ns in centrifugo_model.centrifugo_namespaces(host.data.centrifugo_namespaces)}
     assert set(nss) == {"user", *MEMBERSHIP}
     user = nss["user"]
     assert user["allow_user_limited_channels"] and not user["allow_subscribe_for_client"]
@@ -123,18 +125,18 @@ def test_the_platform_namespaces():
 
 def test_namespace_data_is_checked_and_can_open_a_namespace():
     with pytest.raises(ValueError, match="unknown keys"):
-        derive.centrifugo_namespaces({"chat": {"presense": True}})
+        centrifugo_model.centrifugo_namespaces({"chat": {"presense": True}})
     with pytest.raises(ValueError, match="history_ttl"):
-        derive.centrifugo_namespaces({"chat": {"history_size": 10}})
+        centrifugo_model.centrifugo_namespaces({"chat": {"history_size": 10}})
     with pytest.raises(ValueError, match="personal"):
-        derive.centrifugo_namespaces({"user": {"personal": True, "open": True}})
-    (opened,) = derive.centrifugo_namespaces({"lobby": {"open": True}})
+        centrifugo_model.centrifugo_namespaces({"user": {"personal": True, "open": True}})
+    (opened,) = centrifugo_model.centrifugo_namespaces({"lobby": {"open": True}})
     assert opened["allow_subscribe_for_client"] and not opened["allow_subscribe_for_anonymous"]
 
 
 def test_channels_outside_the_namespaces_match_nothing():
-    without = derive.centrifugo_without_namespace()
-    assert not any(without[p] for p in derive.CENTRIFUGO_PERMISSIONS)
+    without = centrifugo_model.centrifugo_without_namespace()
+    assert not any(without[p] for p in centrifugo_model.CENTRIFUGO_PERMISSIONS)
     # Centrifugo refuses an empty channel name before this check: no name passes.
     assert re.fullmatch(without["channel_regex"], "") and not re.fullmatch(without["channel_regex"], "news")
 
@@ -148,7 +150,7 @@ def test_config_from_data_and_registry(env):
     conf = config_of(inv, host)
     secrets = host.data.secrets
     origins = conf["client"]["allowed_origins"]
-    assert origins == derive.origins(host.data.projects.instances)
+    assert origins == centrifugo_model.origins(host.data.projects.instances)
     assert origins and all(re.fullmatch(r"https://[a-z0-9.-]+", o) for o in origins)
     assert "*" not in json.dumps(origins)
     assert conf["client"]["token"]["hmac_secret_key"] == secrets["centrifugo_hmac_secret"]
@@ -203,7 +205,7 @@ def test_unit_checks_the_config_before_every_start():
 
 def test_app_env_values():
     secrets = {"centrifugo_api_key": "k", "centrifugo_hmac_secret": "h"}
-    env = derive.centrifugo_app_env("codeb.kr", ["10.0.0.3", "10.0.0.2"], 8001, secrets)
+    env = app_model.centrifugo_app_env("codeb.kr", ["10.0.0.3", "10.0.0.2"], 8001, secrets)
     assert env == {
         "CENTRIFUGO_URL": "wss://ws.codeb.kr/connection/websocket",
         "CENTRIFUGO_API_URL": "http://10.0.0.2:8001/api",
@@ -211,7 +213,7 @@ def test_app_env_values():
         "CENTRIFUGO_SECRET": "h",
     }
     with pytest.raises(ValueError):
-        derive.centrifugo_app_env("codeb.kr", [], 8001, secrets)
+        app_model.centrifugo_app_env("codeb.kr", [], 8001, secrets)
 
 
 # --- several streaming hosts ----------------------------------------------------------------------
@@ -227,7 +229,7 @@ def test_two_streaming_hosts_use_redis_and_a_sticky_caddy(tmp_path, centrifugo_b
     redis = conf["engine"]["redis"]
     assert conf["engine"]["type"] == "redis"
     assert redis["address"] == [f"redis://{a}:{host.data.redis_port}" for a in addrs["storage"]]
-    assert redis["user"] == derive.CENTRIFUGO_REDIS_USER and redis["prefix"] == derive.CENTRIFUGO_REDIS_PREFIX
+    assert redis["user"] == shared.CENTRIFUGO_REDIS_USER and redis["prefix"] == shared.CENTRIFUGO_REDIS_PREFIX
     assert redis["password"] == host.data.secrets["redis_centrifugo_password"]
     text = s.config_json(host.data, host.data.private_ip, addrs)
     assert checkconfig(centrifugo_binary, text, tmp_path).returncode == 0
@@ -250,7 +252,7 @@ def test_two_streaming_hosts_use_redis_and_a_sticky_caddy(tmp_path, centrifugo_b
 
 def validate_caddy(tmp_path: Path, sites: dict[str, str], data) -> None:
     """`caddy validate` on the global Caddyfile and the sites, /etc paths moved to tmp_path."""
-    from roles.caddy import PKI_DIR, SITES_DIR, caddyfile
+    from services.caddy import PKI_DIR, SITES_DIR, caddyfile
 
     caddy = shutil.which("caddy")
     if not caddy:

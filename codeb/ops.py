@@ -1,0 +1,115 @@
+"""Operations shared by the storage modules.
+
+`converge` is how registry-derived state inside a service (database roles, buckets,
+DNS records) is applied idempotently: a read-only state command runs on the host at
+execution time (after the operations before it), and the apply command runs only when
+that state differs from what the registry wants, or when one of `triggers` changed
+(e.g. the uploaded file that holds the wanted state). No change, no command, so a
+second apply reports nothing.
+"""
+
+from __future__ import annotations
+
+from pyinfra import host, state
+from pyinfra.api import FactBase, operation
+from pyinfra.operations import files, systemd
+
+from codeb import pki, shared
+from codeb.files import put, put_secret
+from codeb.render import render_shared
+
+UNAVAILABLE = "state-unavailable"
+
+
+class StateLines(FactBase):
+    """Non-empty output lines of a read-only command; a failing command (service not
+    installed or not running yet) yields a single UNAVAILABLE line, never an error."""
+
+    def command(self, command: str) -> str:
+        return f"( {command} ) 2>/dev/null || echo {UNAVAILABLE}"
+
+    def default(self):
+        return []
+
+    def process(self, output):
+        return [line.strip() for line in output if line.strip()]
+
+
+def _changed(meta) -> bool:
+    if meta is None:
+        return False
+    if state.is_executing and meta.is_complete():
+        return meta.did_change()
+    return bool(meta.will_change)
+
+
+@operation(is_idempotent=True)
+def converge(state_command: str, apply_command: str, expected: list[str] | None = None, triggers=()):
+    """Run `apply_command` when the lines printed by `state_command` differ from `expected`
+    (compared as sorted lists; with expected=None, any line means work to do), or when
+    an operation in `triggers` changed something."""
+    lines = host.get_fact(StateLines, command=state_command) or []
+    if expected is None:
+        drift = bool(lines)
+    else:
+        drift = sorted(lines) != sorted(expected)
+    if drift or any(_changed(t) for t in triggers):
+        yield apply_command
+
+
+def apply_when_changed(name: str, files: list[str], marker: str, command: str):
+    """Run `command` (a check, then a reload/restart) until it has succeeded for the current
+    content of `files`: a marker holds their checksums after each success, so a
+    reload that failed validation is retried on the next apply, and an unchanged file
+    triggers nothing."""
+    listing = " ".join(files)
+    return converge(
+        name=name,
+        state_command=f"sha256sum {listing} | cmp -s - {marker} || echo stale",
+        apply_command=f"{command} && sha256sum {listing} > {marker}",
+    )
+
+
+# --- systemd units and timers of the platform's jobs, host certificates -------------------
+
+UNITS = "/etc/systemd/system"
+SBIN = "/usr/local/sbin"
+
+
+def unit(description: str, exec_start: str, **kw) -> str:
+    """A service unit of the platform (codeb/templates/unit.service.j2)."""
+    return render_shared("unit.service.j2", description=description, exec_start=exec_start, **kw)
+
+
+def timer(description: str, calendar: list[str], unit_name: str, jitter: str = "0") -> str:
+    return render_shared("unit.timer.j2", description=description, calendar=calendar, unit=unit_name, jitter=jitter)
+
+
+def install_units(rendered: dict[str, str], label: str):
+    """Upload programs under SBIN (755) and units (644); daemon-reload when a unit changed."""
+    unit_ops = []
+    for dest, text in sorted(rendered.items()):
+        if dest.startswith(UNITS):
+            unit_ops.append(put(dest, text, "644"))
+        elif dest.startswith(SBIN):
+            put(dest, text, "755")
+    systemd.daemon_reload(name=f"systemd daemon-reload ({label} units)",
+                          _if=lambda: any(op.did_change() for op in unit_ops))
+
+
+def host_tls(data, dest_dir: str, owner: str, group: str):
+    """This host's certificate and key from the environment's CA, and the CA, under dest_dir."""
+    issued = pki.issue(data.environment, data.get("backup_ca"), host.name,
+                       shared.tls_names(host.name, data.platform_domain), data.secrets)
+    files.directory(name=dest_dir, path=dest_dir, user="root", group=group, mode="750")
+    return [
+        put(f"{dest_dir}/ca.crt", issued.ca, "644"),
+        put(f"{dest_dir}/host.crt", issued.cert, "644"),
+        put_secret(f"{dest_dir}/host.key", issued.key, "640" if owner == "root" else "600", user=owner, group=group),
+    ]
+
+
+def host_names(group: str, hosts, addrs) -> list[str]:
+    """Names of the hosts of `group`, from (name, address) pairs and the group's addresses."""
+    wanted = set(addrs.get(group, []))
+    return sorted(n for n, a in hosts if a in wanted)

@@ -1,1 +1,0 @@
-"""One package per concern; each exposes @deploy functions that read host.data."""

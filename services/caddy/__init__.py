@@ -1,0 +1,84 @@
+"""Caddy from Debian: one global Caddyfile, one file per site, validated before reload.
+
+Roles call `caddy(sites)` with {site name: site block text}. TLS is data: with
+`tls_mode = "acme"` Caddy gets public certificates automatically; with
+`tls_mode = "internal"` it signs with the environment's own CA, whose root the
+clients trust (local topology).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.facts.files import FindFiles
+from pyinfra.operations import apt, files, server, systemd
+
+from codeb.files import put, put_secret
+from codeb.render import templates
+
+render = templates(__file__)
+
+SITES_DIR = "/etc/caddy/sites"
+PKI_DIR = "/etc/caddy/pki"
+REPO = Path(__file__).resolve().parent.parent.parent
+
+
+VALIDATE_CADDYFILE = "caddy validate --adapter caddyfile --config {new}"
+
+
+def validate_site(name: str) -> str:
+    """`caddy validate` of the live configuration with this one site replaced by the new file:
+    a copy of the sites directory and a Caddyfile that imports the copy, removed afterwards."""
+    return ('d=$(mktemp -d) && cp -a ' + SITES_DIR + '/. "$d"/ && cp {new} "$d"/' + name + '.caddy && '
+            'sed "s#import ' + SITES_DIR + '/#import $d/#" /etc/caddy/Caddyfile > "$d"/Caddyfile.check && '
+            'caddy validate --adapter caddyfile --config "$d"/Caddyfile.check; rc=$?; rm -rf "$d"; exit $rc')
+
+
+def tls_directive(tls_mode: str) -> str:
+    """The line a site block carries for the environment's TLS mode."""
+    return "tls internal" if tls_mode == "internal" else ""
+
+
+def caddyfile(data) -> str:
+    internal = data.tls_mode == "internal"
+    return render(
+        "Caddyfile.j2",
+        acme_email=data.get("acme_email"),
+        ca_cert=f"{PKI_DIR}/root.crt" if internal else None,
+        ca_key=f"{PKI_DIR}/root.key" if internal else None,
+        ca_name=f"{data.platform_domain} platform CA",
+    )
+
+
+@deploy("Caddy")
+def caddy(sites: dict[str, str]):
+    data = host.data
+    apt.packages(name="caddy package", packages=["caddy"], update=True, cache_time=3600)
+
+    changes = []
+    if data.tls_mode == "internal":
+        files.directory(name=f"{PKI_DIR}", path=PKI_DIR, user="root", group="caddy", mode="750")
+        ca = data.internal_ca
+        changes.append(put(f"{PKI_DIR}/root.crt", (REPO / ca["cert"]).read_text(), mode="644"))
+        changes.append(put_secret(f"{PKI_DIR}/root.key", (REPO / ca["key"]).read_text(), mode="640",
+                                  group="caddy"))
+    changes.append(put("/etc/caddy/Caddyfile", caddyfile(data), validate=VALIDATE_CADDYFILE))
+    files.directory(name=SITES_DIR, path=SITES_DIR, user="root", group="root", mode="755")
+    for name, body in sorted(sites.items()):
+        changes.append(put(f"{SITES_DIR}/{name}.caddy", body, validate=validate_site(name)))
+
+    existing = host.get_fact(FindFiles, path=SITES_DIR, quote_path=True) or []
+    for path in existing:
+        if path.endswith(".caddy") and Path(path).stem not in sites:
+            changes.append(files.file(name=f"Remove stale site {path}", path=path, present=False))
+
+    def changed():
+        return any(op.did_change() for op in changes)
+
+    # A config Caddy rejects never reaches the running server.
+    server.shell(name="Validate Caddy config (caddy validate)",
+                 commands=["caddy validate --config /etc/caddy/Caddyfile --adapter caddyfile"], _if=changed)
+    systemd.service(name="caddy running", service="caddy", running=True, enabled=True)
+    systemd.service(name="Reload caddy", service="caddy", reloaded=True, _if=changed)

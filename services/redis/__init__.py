@@ -1,0 +1,61 @@
+"""Redis 8 (Debian trixie's redis-server): localhost and the private address, protected
+mode, AOF everysec, users from the registry in an ACL file (`default` off)."""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import apt, files, systemd
+
+from codeb.files import put, put_secret
+from codeb.ops import apply_when_changed
+from codeb.render import templates
+
+from . import model
+
+render = templates(__file__)
+
+CONF = "/etc/redis/redis.conf"
+ACL = "/etc/redis/users.acl"
+ADMIN_ENV = "/etc/redis/admin.env"
+CLI = "/usr/local/sbin/codeb-redis-cli"
+CHECK = "/usr/local/sbin/codeb-redis-check"
+STATE = "/var/lib/codeb/redis"
+SERVICE = "redis-server"
+
+
+def rendered(data, private_ip: str) -> dict:
+    instances = data.projects.instances
+    return {
+        "conf": render("redis.conf.j2", major=8, bind=["127.0.0.1", "-::1", private_ip],
+                       port=data.redis_port, aclfile=ACL, maxmemory=data.redis_maxmemory),
+        "acl": render("redis-users.acl.j2", users=model.redis_acl_users(instances, data.secrets)),
+        "admin_env": f"REDISCLI_AUTH={data.secrets['redis_admin_password']}\n",
+        "cli": render("redis-cli.sh.j2", env_file=ADMIN_ENV, user=model.REDIS_ADMIN_USER,
+                      port=data.redis_port),
+        "check": render("redis-check.sh.j2"),
+    }
+
+
+@deploy("Redis")
+def redis():
+    data = host.data
+    r = rendered(data, data.private_ip)
+
+    apt.packages(name="Redis server and tools", packages=["redis-server", "redis-tools"], update=True,
+                 cache_time=3600, no_recommends=True)
+    files.directory(name=f"{STATE} (applied markers)", path=STATE, user="root", group="root", mode="700")
+    put(CHECK, r["check"], "755")
+    put(CLI, r["cli"], "755")
+    put_secret(ADMIN_ENV, r["admin_env"], "600")
+    # The ACL file holds SHA-256 password hashes only; hidden from --diff all the same.
+    put_secret(ACL, r["acl"], "640", group="redis")
+    put(CONF, r["conf"], "640", group="redis")
+    systemd.service(name="Redis enabled", service=SERVICE, enabled=True, running=True)
+    # redis.conf needs a restart; it loads the ACL file too, so both markers are refreshed.
+    apply_when_changed("Check redis.conf, restart Redis", [CONF], f"{STATE}/conf.applied",
+                       f"{CHECK} {CONF} && systemctl restart {SERVICE} && sleep 1 && {CLI} PING >/dev/null "
+                       f"&& sha256sum {ACL} > {STATE}/acl.applied")
+    # ACL LOAD validates the whole file and keeps the old users if any line is wrong.
+    apply_when_changed("Load the ACL file (ACL LOAD)", [ACL], f"{STATE}/acl.applied",
+                       f"{CLI} ACL LOAD | grep -qx OK")
