@@ -91,7 +91,7 @@ health: venv
 
 test-unit: venv deps artifacts
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q tests/unit
+	$(PY) -m pytest -q tests/unit services
 
 test-topology: venv deps artifacts
 	molecule test

@@ -1,13 +1,9 @@
-"""Derivations: the one place names, origins, secrets and firewall rules come from."""
-
-import base64
+"""Shared derivations (codeb/shared.py): per-instance names, secret names and the firewall table."""
 
 import pytest
 
 from codeb import registry, shared
 from services.app import model as app_model
-from services.baseline import model as baseline_model
-from services.centrifugo import model as centrifugo_model
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +31,6 @@ def test_every_sql_name_is_unique_and_a_plain_identifier(reg):
     assert all(n.replace("_", "").isalnum() and n.islower() and len(n) <= 63 for n in names)
 
 
-def test_origins_are_exact_https_and_never_a_wildcard(reg):
-    origins = centrifugo_model.origins(reg.instances)
-    assert "https://workb.net" in origins and "https://www.workb.net" in origins
-    assert all(o.startswith("https://") and "*" not in o for o in origins)
-    assert origins == sorted(set(origins))
-
-
 def test_required_secrets_follow_needs(reg):
     names = shared.required_secrets(reg.instances)
     assert "db_password.workb-production" in names
@@ -54,6 +43,8 @@ def test_required_secrets_follow_needs(reg):
 
 GROUPS = {"app": ["10.0.0.11", "10.0.0.21"], "streaming": ["10.0.0.12"], "storage": ["10.0.0.13"],
           "backup": ["10.0.0.14"]}
+
+
 SERVICES = {
     "ssh": {"port": 22, "on": "all", "from": ["@admin"]},
     "node-exporter": {"port": 9100, "on": "all", "from": ["backup"]},
@@ -85,11 +76,6 @@ def test_a_service_without_allowed_sources_opens_nothing():
 def test_unknown_firewall_source_is_an_error():
     with pytest.raises(ValueError, match="unknown source 'web'"):
         shared.firewall_rules(["storage"], {"x": {"port": 1, "on": "storage", "from": ["web"]}}, GROUPS, [])
-
-
-def test_etc_hosts_entries():
-    assert baseline_model.etc_hosts_entries([("n2", "10.0.0.12"), ("n1", "10.0.0.11")], "codeb.test") == [
-        ("10.0.0.11", "n1.codeb.test", "n1"), ("10.0.0.12", "n2.codeb.test", "n2")]
 
 
 def test_cluster_source_opens_only_when_the_group_has_several_hosts():
@@ -127,31 +113,3 @@ def test_internal_services_are_allowed_only_on_the_private_interface():
 PEERS = [{"name": "n1", "private_ip": "10.78.0.11", "public_ip": "198.51.100.11"},
          {"name": "n2", "private_ip": "10.78.0.12", "public_ip": "198.51.100.12"},
          {"name": "n3", "private_ip": "10.78.0.13", "public_ip": "198.51.100.13"}]
-
-
-def test_each_host_gets_its_own_key_and_every_other_host_as_a_peer():
-    seed = "s" * 40
-    n1 = baseline_model.wireguard_config("n1", PEERS, seed, 51820, "10.78.0.0/24")
-    n2 = baseline_model.wireguard_config("n2", PEERS, seed, 51820, "10.78.0.0/24")
-    assert n1["address"] == "10.78.0.11/24" and n1["port"] == 51820
-    assert [p["name"] for p in n1["peers"]] == ["n2", "n3"]
-    assert n1["peers"][0] == {"name": "n2", "endpoint": "198.51.100.12", "allowed_ip": "10.78.0.12",
-                              "public_key": baseline_model.wireguard_public_key(n2["private_key"])}
-    # n1 knows n2 by the public half of n2's key, and the reverse; no private key is shared.
-    assert next(p for p in n2["peers"] if p["name"] == "n1")["public_key"] == \
-        baseline_model.wireguard_public_key(n1["private_key"])
-    assert n1["private_key"] != n2["private_key"]
-    assert n1["private_key"] not in str(n2) and n2["private_key"] not in str(n1)
-    assert len(base64.b64decode(n1["private_key"])) == 32 and len(base64.b64decode(n1["peers"][0]["public_key"])) == 32
-
-
-def test_wireguard_keys_are_per_environment():
-    assert baseline_model.wireguard_private_key("a" * 40, "n1") != baseline_model.wireguard_private_key("b" * 40, "n1")
-    assert baseline_model.wireguard_private_key("a" * 40, "n1") == baseline_model.wireguard_private_key("a" * 40, "n1")
-
-
-def test_wireguard_public_key_matches_rfc7748_x25519():
-    # RFC 7748 section 6.1: Alice's private key and public key.
-    private = bytes.fromhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
-    public = bytes.fromhex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
-    assert baseline_model.wireguard_public_key(base64.b64encode(private).decode()) == base64.b64encode(public).decode()
