@@ -45,4 +45,5 @@ if "app" in groups:
 barrier("apps ready")
 if "storage" in groups:
     garage.revoke_unwanted_keys()  # keys of projects that left, or rotated: only now the apps have new ones
-    garage.finish_minio_migration()
+    if garage.finish_minio_migration():
+        baseline.close_minio_port()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pyinfra import host, state
 from pyinfra.api import FactBase, operation
-from pyinfra.operations import files, systemd
+from pyinfra.operations import files
 
 from codeb import pki, shared
 from codeb.files import put, put_secret
@@ -57,17 +57,55 @@ def converge(state_command: str, apply_command: str, expected: list[str] | None 
         yield apply_command
 
 
+APPLIED = "/var/lib/codeb/applied"
+
+
+def restart_on_change(name: str, files: list[str], command: str, *, marker: str, validate: str | None = None):
+    """The platform's one restart pattern: changed -> validate -> reload or restart.
+
+    When the content of `files` differs from the content `command` last succeeded with (a
+    marker holds their checksums), run `validate` (the service's own checker), then
+    `command` (a reload or a restart, and any wait for readiness), then record the new
+    checksums. So an unchanged file triggers nothing; a change that fails validation never
+    reaches the running service and is retried by the next apply; and an apply interrupted
+    after writing a file but before the reload still reloads on the re-run (a trigger held
+    only in memory, like `_if=op.did_change`, would be lost).
+
+    `marker`: a file under APPLIED (or the service's own state directory, where it had one
+    before: a new path would make every host restart once for nothing).
+    """
+    state_command, apply_command = restart_commands(files, command, marker=marker, validate=validate)
+    return converge(name=name, state_command=state_command, apply_command=apply_command)
+
+
+def restart_commands(files: list[str], command: str, *, marker: str, validate: str | None = None) -> tuple[str, str]:
+    """(state command, apply command) of restart_on_change: the state command prints a line
+    when the files differ from the marker; the apply command validates, runs `command`, and
+    records the files only when both succeeded."""
+    check = f"( {validate} ) && " if validate else ""
+    return (f"{checksums(files)} | cmp -s - {marker} || echo stale",
+            f"{check}{command} && {record(files, marker)}")
+
+
+def checksums(files: list[str]) -> str:
+    """The command printing the checksums restart_on_change compares (shell globs allowed; a
+    missing file is left out, so removing one is a change too)."""
+    return f"sha256sum {' '.join(files)} 2>/dev/null"
+
+
+def record(files: list[str], marker: str) -> str:
+    """The command recording `files` as applied (for a program that reloads a service itself,
+    like `make release` does for Caddy, so the next apply does not reload it again)."""
+    return f"{{ {checksums(files)} > {marker} || true; }}"
+
+
+def applied_directory():
+    """Where restart_on_change keeps its markers (root only: they hold checksums of secrets)."""
+    return files.directory(name=APPLIED, path=APPLIED, user="root", group="root", mode="700")
+
+
 def apply_when_changed(name: str, files: list[str], marker: str, command: str):
-    """Run `command` (a check, then a reload/restart) until it has succeeded for the current
-    content of `files`: a marker holds their checksums after each success, so a
-    reload that failed validation is retried on the next apply, and an unchanged file
-    triggers nothing."""
-    listing = " ".join(files)
-    return converge(
-        name=name,
-        state_command=f"sha256sum {listing} | cmp -s - {marker} || echo stale",
-        apply_command=f"{command} && sha256sum {listing} > {marker}",
-    )
+    return restart_on_change(name, files, command, marker=marker)
 
 
 # --- systemd units and timers of the platform's jobs, host certificates -------------------
@@ -87,14 +125,16 @@ def timer(description: str, calendar: list[str], unit_name: str, jitter: str = "
 
 def install_units(rendered: dict[str, str], label: str):
     """Upload programs under SBIN (755) and units (644); daemon-reload when a unit changed."""
-    unit_ops = []
+    units = []
     for dest, text in sorted(rendered.items()):
         if dest.startswith(UNITS):
-            unit_ops.append(put(dest, text, "644"))
+            put(dest, text, "644")
+            units.append(dest)
         elif dest.startswith(SBIN):
             put(dest, text, "755")
-    systemd.daemon_reload(name=f"systemd daemon-reload ({label} units)",
-                          _if=lambda: any(op.did_change() for op in unit_ops))
+    if units:
+        restart_on_change(f"systemd daemon-reload ({label} units)", units, "systemctl daemon-reload",
+                          marker=f"{APPLIED}/daemon-reload.{label.replace(' ', '-')}")
 
 
 def host_tls(data, dest_dir: str, owner: str, group: str):

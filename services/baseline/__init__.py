@@ -10,6 +10,7 @@ from codeb import artifacts, shared
 from codeb.files import put as _put
 from codeb.files import put_secret
 from codeb.inventory import group_addrs, mesh_peers, platform_hosts
+from codeb.ops import APPLIED, applied_directory, restart_on_change
 from codeb.render import templates
 
 from . import model
@@ -24,6 +25,12 @@ VALIDATE = {
     "sshd": "sshd -t -f {new}",
     "nftables": "nft -c -f {new}",
 }
+SYSCTL = "/etc/sysctl.d/60-platform-private-bind.conf"
+WG_CONF = "/etc/wireguard/wg0.conf"
+SSHD = "/etc/ssh/sshd_config.d/10-platform.conf"
+JOURNALD = "/etc/systemd/journald.conf.d/10-platform.conf"
+EXPORTER = "/etc/default/prometheus-node-exporter"
+NFTABLES = "/etc/nftables.conf"
 PACKAGES = [
     "openssh-server", "sudo", "nftables", "unattended-upgrades", "apt-listchanges",
     "systemd-timesyncd", "prometheus-node-exporter", "ca-certificates",
@@ -94,9 +101,9 @@ def private_network(files_):
     provider VPC (`private_interface` other than wg0). Hosts without the kernel module (the
     lab) get the pinned userspace implementation; wg-quick falls back to it by itself."""
     data = host.data
-    sysctl = _put("/etc/sysctl.d/60-platform-private-bind.conf", *files_["/etc/sysctl.d/60-platform-private-bind.conf"])
-    server.shell(name="Apply sysctl (non-local bind)", commands=["sysctl -q -p /etc/sysctl.d/60-platform-private-bind.conf"],
-                 _if=sysctl.did_change)
+    _put(SYSCTL, *files_[SYSCTL])
+    restart_on_change("Apply sysctl (non-local bind)", [SYSCTL], f"sysctl -q -p {SYSCTL}",
+                      marker=f"{APPLIED}/sysctl-private-bind")
     if data.private_interface != "wg0":
         return
     apt.packages(name="WireGuard tools", packages=["wireguard-tools"], cache_time=3600, no_recommends=True)
@@ -106,10 +113,11 @@ def private_network(files_):
     else:
         files.file(name="No userspace WireGuard (kernel module)", path="/usr/local/bin/wireguard-go", present=False)
     files.directory(name="/etc/wireguard", path="/etc/wireguard", user="root", group="root", mode="700")
-    conf = put_secret("/etc/wireguard/wg0.conf", files_["/etc/wireguard/wg0.conf"][0], "600")
+    put_secret(WG_CONF, files_[WG_CONF][0], "600")
     systemd.service(name="wg-quick@wg0 (private network)", service="wg-quick@wg0", running=True, enabled=True)
     # Peers come and go without taking the interface down (wg syncconf).
-    systemd.service(name="Reload wg0 peers", service="wg-quick@wg0", reloaded=True, _if=conf.did_change)
+    restart_on_change("Reload wg0 peers", [WG_CONF], "systemctl reload wg-quick@wg0", marker=f"{APPLIED}/wg0.reload",
+                      validate="wg-quick strip wg0 > /dev/null")
 
 
 @deploy("Accounts: admins and the deploy account")
@@ -158,6 +166,7 @@ def common(minio_migration: bool = False):
                             minio_migration=minio_migration)
 
     server.hostname(name="Hostname", hostname=host.name)
+    applied_directory()
     _put("/etc/hosts", *files_["/etc/hosts"])
 
     accounts()
@@ -168,36 +177,36 @@ def common(minio_migration: bool = False):
         apt.packages(name="Admin tools", packages=data.admin_tools, cache_time=3600, no_recommends=True)
 
     # A config sshd rejects never reaches the running daemon, nor the disk.
-    sshd = _put("/etc/ssh/sshd_config.d/10-platform.conf", *files_["/etc/ssh/sshd_config.d/10-platform.conf"],
-                validate=VALIDATE["sshd"])
+    _put(SSHD, *files_[SSHD], validate=VALIDATE["sshd"])
     systemd.service(name="sshd running", service="ssh", running=True, enabled=True)
-    systemd.service(name="Reload sshd", service="ssh", reloaded=True, _if=sshd.did_change)
+    restart_on_change("Check and reload sshd", [SSHD], "systemctl reload ssh", validate="sshd -t",
+                      marker=f"{APPLIED}/sshd.reload")
 
     load_firewall(files_["/etc/nftables.conf"][0])
     systemd.service(name="nftables enabled at boot", service="nftables", enabled=True)
 
     private_network(files_)
 
-    journald = _put("/etc/systemd/journald.conf.d/10-platform.conf",
-                    *files_["/etc/systemd/journald.conf.d/10-platform.conf"])
-    systemd.service(name="Restart journald for its limits", service="systemd-journald", restarted=True,
-                    _if=journald.did_change)
+    _put(JOURNALD, *files_[JOURNALD])
+    restart_on_change("Restart journald for its limits", [JOURNALD], "systemctl restart systemd-journald",
+                      marker=f"{APPLIED}/journald.restart")
 
     _put("/etc/apt/apt.conf.d/20auto-upgrades", *files_["/etc/apt/apt.conf.d/20auto-upgrades"])
     systemd.service(name="unattended-upgrades", service="unattended-upgrades", running=True, enabled=True)
     # Enabled; in a container it skips itself (ConditionVirtualization) and the host keeps time.
     systemd.service(name="Time sync", service="systemd-timesyncd", running=None, enabled=True)
-    exporter = _put("/etc/default/prometheus-node-exporter", *files_["/etc/default/prometheus-node-exporter"])
+    _put(EXPORTER, *files_[EXPORTER])
     systemd.service(name="node-exporter (private address, firewalled to the backup host)",
                     service="prometheus-node-exporter", running=True, enabled=True)
-    systemd.service(name="Restart node-exporter for its address", service="prometheus-node-exporter",
-                    restarted=True, _if=exporter.did_change)
+    restart_on_change("Restart node-exporter for its address", [EXPORTER], "systemctl restart prometheus-node-exporter",
+                      marker=f"{APPLIED}/node-exporter.restart")
 
 
 def load_firewall(content: str):
     """Checked before it replaces the live file: a bad one would fail the next boot open."""
-    nft = _put("/etc/nftables.conf", content, "755", validate=VALIDATE["nftables"])
-    server.shell(name="Load firewall (nft -f)", commands=["nft -f /etc/nftables.conf"], _if=nft.did_change)
+    _put(NFTABLES, content, "755", validate=VALIDATE["nftables"])
+    restart_on_change("Check and load the firewall (nft -f)", [NFTABLES], f"nft -f {NFTABLES}",
+                      validate=f"nft -c -f {NFTABLES}", marker=f"{APPLIED}/nftables.load")
 
 
 def close_minio_port():

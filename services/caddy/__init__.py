@@ -13,9 +13,10 @@ from pathlib import Path
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import FindFiles
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import apt, files, systemd
 
 from codeb.files import put, put_secret
+from codeb.ops import APPLIED, record, restart_on_change
 from codeb.render import templates
 
 render = templates(__file__)
@@ -26,6 +27,12 @@ REPO = Path(__file__).resolve().parent.parent.parent
 
 
 VALIDATE_CADDYFILE = "caddy validate --adapter caddyfile --config {new}"
+CHECK = "caddy validate --config /etc/caddy/Caddyfile --adapter caddyfile"
+# What Caddy's running configuration is made of (a glob: sites come and go).
+WATCHED = ["/etc/caddy/Caddyfile", f"{PKI_DIR}/root.crt", f"{PKI_DIR}/root.key", f"{SITES_DIR}/*.caddy"]
+MARKER = f"{APPLIED}/caddy.reload"
+# `make release` switches a site itself: it checks, reloads and records the same way.
+RELOAD = f"{CHECK} && systemctl reload caddy && {record(WATCHED, MARKER)}"
 
 
 def validate_site(name: str) -> str:
@@ -57,28 +64,23 @@ def caddy(sites: dict[str, str]):
     data = host.data
     apt.packages(name="caddy package", packages=["caddy"], update=True, cache_time=3600)
 
-    changes = []
     if data.tls_mode == "internal":
         files.directory(name=f"{PKI_DIR}", path=PKI_DIR, user="root", group="caddy", mode="750")
         ca = data.internal_ca
-        changes.append(put(f"{PKI_DIR}/root.crt", (REPO / ca["cert"]).read_text(), mode="644"))
-        changes.append(put_secret(f"{PKI_DIR}/root.key", (REPO / ca["key"]).read_text(), mode="640",
-                                  group="caddy"))
-    changes.append(put("/etc/caddy/Caddyfile", caddyfile(data), validate=VALIDATE_CADDYFILE))
+        put(f"{PKI_DIR}/root.crt", (REPO / ca["cert"]).read_text(), mode="644")
+        put_secret(f"{PKI_DIR}/root.key", (REPO / ca["key"]).read_text(), mode="640", group="caddy")
+    put("/etc/caddy/Caddyfile", caddyfile(data), validate=VALIDATE_CADDYFILE)
     files.directory(name=SITES_DIR, path=SITES_DIR, user="root", group="root", mode="755")
     for name, body in sorted(sites.items()):
-        changes.append(put(f"{SITES_DIR}/{name}.caddy", body, validate=validate_site(name)))
+        put(f"{SITES_DIR}/{name}.caddy", body, validate=validate_site(name))
 
     existing = host.get_fact(FindFiles, path=SITES_DIR, quote_path=True) or []
     for path in existing:
         if path.endswith(".caddy") and Path(path).stem not in sites:
-            changes.append(files.file(name=f"Remove stale site {path}", path=path, present=False))
+            files.file(name=f"Remove stale site {path}", path=path, present=False)
 
-    def changed():
-        return any(op.did_change() for op in changes)
-
-    # A config Caddy rejects never reaches the running server.
-    server.shell(name="Validate Caddy config (caddy validate)",
-                 commands=["caddy validate --config /etc/caddy/Caddyfile --adapter caddyfile"], _if=changed)
     systemd.service(name="caddy running", service="caddy", running=True, enabled=True)
-    systemd.service(name="Reload caddy", service="caddy", reloaded=True, _if=changed)
+    # A config Caddy rejects never reaches the running server; a removed site changes the
+    # list of files, so it reloads too.
+    restart_on_change("Check and reload Caddy (configuration changed)", WATCHED, "systemctl reload caddy",
+                      validate=CHECK, marker=MARKER)

@@ -25,6 +25,7 @@ from pyinfra.operations import files, server, systemd
 from codeb import artifacts, shared
 from codeb.files import put, put_secret
 from codeb.inventory import group_addrs
+from codeb.ops import APPLIED, restart_on_change
 from codeb.render import templates
 from services.caddy import caddy, tls_directive
 
@@ -107,22 +108,17 @@ def centrifugo():
     server.group(name=f"Group {USER}", group=USER, system=True)
     server.user(name=f"System user {USER}", user=USER, group=USER, system=True, home="/nonexistent",
                 ensure_home=False, shell="/usr/sbin/nologin")
-    binary = artifacts.install(artifact, BINARY)
+    artifacts.install(artifact, BINARY)
     files.directory(name=CONFIG_DIR, path=CONFIG_DIR, user="root", group=USER, mode="750")
-    config = put_secret(CONFIG, config_json(data, data.private_ip, addrs), mode="640", group=USER)
-    unit = put(UNIT_FILE, unit_file(data))
-
-    def changed():
-        return binary.did_change() or config.did_change() or unit.did_change()
-
+    put_secret(CONFIG, config_json(data, data.private_ip, addrs), mode="640", group=USER)
+    put(UNIT_FILE, unit_file(data))
     # A config Centrifugo rejects never reaches the running server (the unit checks again
     # before every start). Run as the service user, so the file's permissions are checked too.
-    server.shell(name="Validate Centrifugo config (checkconfig --strict)",
-                 commands=[f"runuser -u {USER} -- {BINARY} checkconfig --strict --config {CONFIG}"],
-                 _if=changed)
-    systemd.daemon_reload(name="Reload systemd units", _if=unit.did_change)
+    restart_on_change("Check config (checkconfig --strict), restart Centrifugo", [BINARY, CONFIG, UNIT_FILE],
+                      f"systemctl daemon-reload && systemctl restart {UNIT}",
+                      validate=f"runuser -u {USER} -- {BINARY} checkconfig --strict --config {CONFIG}",
+                      marker=f"{APPLIED}/centrifugo.restart")
     systemd.service(name="centrifugo running", service=UNIT, running=True, enabled=True)
-    systemd.service(name="Restart centrifugo", service=UNIT, restarted=True, _if=changed)
 
 
 @deploy("Streaming host")

@@ -27,7 +27,6 @@ from codeb import artifacts, shared
 from codeb.files import put, put_secret
 from codeb.ops import apply_when_changed, converge
 from codeb.render import templates
-from services.baseline import close_minio_port
 
 from . import model
 
@@ -128,16 +127,16 @@ def revoke_unwanted_keys():
 
 def finish_minio_migration():
     """After the app phase, on a host that had MinIO: top the copy up with what the apps wrote
-    until they switched, check it, then remove MinIO, mc and their files, close MinIO's port
-    and delete the copy's key."""
+    until they switched, check it, then remove MinIO, mc and their files and delete the copy's key. Returns
+    whether it did: then deploy.py has the baseline close MinIO's port."""
     if not minio_present():
-        return
+        return False
     server.shell(name="MinIO migration: final copy and check, then stop MinIO",
                  commands=[f"{TOOL} mirror-minio --mc {MINIO_MC} --final", "systemctl disable --now minio.service"])
     server.shell(name="Remove MinIO, mc and their files (binaries, unit, config, data)",
                  commands=[f"rm -rf {' '.join(MINIO_LEFTOVERS)}"])
     server.user(name="Remove the minio user (and its group)", user="minio", present=False)
     systemd.daemon_reload(name="systemd daemon-reload (MinIO unit gone)")
-    close_minio_port()
     server.shell(name="MinIO migration: delete the copy's temporary key",
                  commands=[f"{TOOL} migration-key --remove"])
+    return True  # the baseline closes MinIO's port now (deploy.py)
