@@ -1,4 +1,9 @@
-"""Operations shared by the storage modules.
+"""Operations every service shares.
+
+- `converge`: registry-derived state inside a service, applied idempotently.
+- `restart_on_change`: the one restart pattern (changed -> validate -> reload or restart).
+- `unit`, `timer`, `install_units`: the platform's systemd jobs; `host_tls`: a host's
+  certificate from the environment's CA.
 
 `converge` is how registry-derived state inside a service (database roles, buckets,
 DNS records) is applied idempotently: a read-only state command runs on the host at

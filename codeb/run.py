@@ -3,40 +3,41 @@
     python -m codeb.run plan ENV                  # --dry --diff; exit 0: no drift, 2: would change, 1: error
     python -m codeb.run apply ENV [--expect-no-changes]
     python -m codeb.run bootstrap ENV             # bare hosts -> deploy account -> full apply
+    ... [--inventory PATH]                        # another inventory file of ENV (default inventory/ENV.py)
+    ... [-- PYINFRA ARGS]                         # apply, plan: more pyinfra arguments (--limit, --data)
 
 Output of every run is kept in .lab/logs/ (git-ignored). Secret values never
-appear in it: roles upload secret-bearing files without showing them.
+appear in it: services upload secret-bearing files without showing them.
 """
 
 from __future__ import annotations
 
 import re
-import runpy
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from codeb import ssh  # noqa: E402
+from codeb import ssh
+from codeb.inventory import inventory_path, read_inventory, unique_hosts
 
 REPO = Path(__file__).resolve().parent.parent
 PYINFRA = str(Path(sys.executable).parent / "pyinfra")
 LOGS = REPO / ".lab" / "logs"
-GROUPS = ("app", "streaming", "storage", "backup")
 
 
 def log(msg: str) -> None:
     print(f"[converge] {msg}", flush=True)
 
 
-def inventory_hosts(env: str) -> list[tuple[str, dict]]:
-    sys.path.insert(0, str(REPO))
-    groups = runpy.run_path(str(REPO / "inventory" / f"{env}.py"))
-    seen: dict[str, dict] = {}
-    for group in GROUPS:
-        for name, data in groups.get(group, []):
-            seen.setdefault(name, data)
-    return list(seen.items())
+def inventory_hosts(inventory: str | Path) -> list[tuple[str, dict]]:
+    """(name, data) of every host of an inventory (an environment name or a file), validated."""
+    return [(h.name, h.data) for h in unique_hosts(read_inventory(inventory)).values()]
+
+
+def inventory_arg(env: str, inventory: str | Path | None = None) -> str:
+    """pyinfra's inventory argument: inventory/ENV.py, or the file given with --inventory."""
+    return str(inventory_path(inventory)) if inventory else f"inventory/{env}.py"
 
 
 def reachable_as(user: str, data: dict) -> bool:
@@ -84,9 +85,10 @@ def planned_changes(output: str) -> list[str] | None:
     return rows
 
 
-def apply(env: str, expect_no_changes: bool = False) -> int:
+def apply(env: str, expect_no_changes: bool = False, inventory: str | Path | None = None,
+          extra: list[str] | tuple[str, ...] = ()) -> int:
     start = time.monotonic()
-    rc, out = pyinfra([f"inventory/{env}.py", "deploy.py"], f"apply-{env}")
+    rc, out = pyinfra([inventory_arg(env, inventory), "deploy.py", *extra], f"apply-{env}")
     took = time.monotonic() - start
     changes = count_changes(out)
     log(f"{took:.1f}s, {changes} change(s), exit {rc}")
@@ -101,9 +103,10 @@ def apply(env: str, expect_no_changes: bool = False) -> int:
     return 0
 
 
-def plan(env: str) -> int:
+def plan(env: str, inventory: str | Path | None = None, extra: list[str] | tuple[str, ...] = ()) -> int:
     # Without -y pyinfra prints its table of detected changes; --dry stops before executing.
-    rc, out = pyinfra(["--dry", "--diff", f"inventory/{env}.py", "deploy.py"], f"plan-{env}", yes=False)
+    rc, out = pyinfra(["--dry", "--diff", inventory_arg(env, inventory), "deploy.py", *extra], f"plan-{env}",
+                      yes=False)
     changes = planned_changes(out)
     if rc or changes is None:
         return 1
@@ -113,9 +116,9 @@ def plan(env: str) -> int:
     return 2 if changes else 0
 
 
-def bootstrap(env: str) -> int:
+def bootstrap(env: str, inventory: str | Path | None = None) -> int:
     """Fresh hosts reachable as root get the deploy account, then the whole deploy runs."""
-    hosts = inventory_hosts(env)
+    hosts = inventory_hosts(inventory or env)
     # Trust on first use, here only: a host the known_hosts file does not know yet gets its
     # keys recorded (fingerprints printed); a known host is always checked strictly.
     for name, data in hosts:
@@ -126,21 +129,35 @@ def bootstrap(env: str) -> int:
     if fresh:
         log(f"bootstrap as root: {', '.join(fresh)}")
         limits = [arg for name in fresh for arg in ("--limit", name)]
-        rc, _ = pyinfra([f"inventory/{env}.py", "bootstrap.py", "--user", "root", *limits], f"bootstrap-{env}")
+        rc, _ = pyinfra([inventory_arg(env, inventory), "bootstrap.py", "--user", "root", *limits],
+                        f"bootstrap-{env}")
         if rc:
             return rc
-    return apply(env)
+    return apply(env, inventory=inventory)
 
 
 def main(argv: list[str]) -> int:
     if len(argv) < 2 or argv[0] not in ("plan", "apply", "bootstrap"):
         raise SystemExit(__doc__)
     cmd, env, *flags = argv
+    extra: list[str] = []
+    if "--" in flags:
+        at = flags.index("--")
+        flags, extra = flags[:at], flags[at + 1:]
+        if cmd == "bootstrap":
+            raise SystemExit(__doc__)
+    inventory = None
+    if "--inventory" in flags:
+        at = flags.index("--inventory")
+        if at + 1 >= len(flags):
+            raise SystemExit(__doc__)
+        inventory = flags.pop(at + 1)
+        flags.pop(at)
     if cmd == "plan":
-        return plan(env)
+        return plan(env, inventory, extra)
     if cmd == "apply":
-        return apply(env, expect_no_changes="--expect-no-changes" in flags)
-    return bootstrap(env)
+        return apply(env, expect_no_changes="--expect-no-changes" in flags, inventory=inventory, extra=extra)
+    return bootstrap(env, inventory)
 
 
 if __name__ == "__main__":

@@ -275,7 +275,7 @@ def ws_domain(platform_domain: str) -> str:
 
 def tls_names(short: str, platform_domain: str) -> list[str]:
     """DNS names in a host's certificate (pgBackRest verifies DNS names, not IP addresses);
-    the first is the CN. Both resolve through /etc/hosts (roles/common)."""
+    the first is the CN. Both resolve through /etc/hosts (services/baseline)."""
     return [fqdn(short, platform_domain), short]
 
 

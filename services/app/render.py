@@ -1,6 +1,6 @@
 """What an app host runs, rendered from the registry, group data and release state.
 
-Pure functions: the apply (roles/app) and `make release` (roles/app/release.py)
+Pure functions: the apply (services/app) and `make release` (tools/release.py)
 render units and sites with the same code from the same state, so a converge
 after a release finds nothing to change, and unit tests render them offline.
 """
@@ -22,7 +22,6 @@ CONTAINERS_CONF = "/etc/containers/containers.conf.d/50-platform.conf"
 REGISTRIES_CONF = "/etc/containers/registries.conf.d/50-platform.conf"
 AUTH_FILE = "/etc/containers/platform-auth.json"
 SITE_PREFIX = "app-"
-MARKER = "# Managed by the platform (roles/app and `make release`)"
 QUADLET = "/usr/libexec/podman/quadlet"
 
 

@@ -39,7 +39,7 @@ PACKAGES = [
 
 def firewall(data, groups, addrs, public_addrs=(), minio_migration=False) -> list[dict]:
     """`minio_migration`: this storage host still runs MinIO, whose S3 port stays open to the
-    app and backup hosts until they have moved to Garage (roles/storage/garage.py)."""
+    app and backup hosts until they have moved to Garage (services/garage)."""
     services = dict(data.firewall_services)
     if minio_migration:
         services["minio-migration"] = {"port": data.minio_migration_port, "on": "storage", "from": ["app", "backup"]}

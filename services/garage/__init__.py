@@ -3,13 +3,13 @@
 Its own system user, data and metadata under /var/lib/garage, a hardened systemd unit,
 every listener on the private address (S3 3900 to the app and backup hosts, RPC 3901
 between storage hosts, admin API and /metrics 3903 to the backup host: see the firewall).
-Buckets and keys follow the registry through `codeb-garage` (roles/storage/codeb_garage.py),
+Buckets and keys follow the registry through `codeb-garage` (services/garage/codeb_garage.py),
 which runs on the host with the admin token from Garage's config: the token never leaves
 the host.
 
 A storage host that still runs MinIO (the previous S3 server) is migrated within the same
 apply (docs/migrate-minio-to-garage.md): its buckets are copied into Garage while MinIO
-keeps serving (`migrate`), the apps move to Garage through the release path (roles/app),
+keeps serving (`migrate`), the apps move to Garage through the release path (services/app),
 and only then is the copy topped up and MinIO removed (`finish`).
 """
 

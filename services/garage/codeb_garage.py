@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Converge Garage (the S3 server of the storage hosts) to the registry, through its admin API.
 
-Installed on storage hosts as /usr/local/sbin/codeb-garage by roles/storage/garage.py; runs
+Installed on storage hosts as /usr/local/sbin/codeb-garage by services/garage; runs
 as root and reads the admin token from Garage's own config, so the token never leaves the
 host and never appears on a command line.
 

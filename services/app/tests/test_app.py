@@ -1,4 +1,4 @@
-"""App hosts, offline: env files, Quadlet units, Caddy sites, release state (roles/app)."""
+"""App hosts, offline: env files, Quadlet units, Caddy sites, release state (services/app)."""
 
 from __future__ import annotations
 

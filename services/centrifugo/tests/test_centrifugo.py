@@ -1,4 +1,4 @@
-"""Streaming hosts, offline: Centrifugo config, namespaces, unit, Caddy site (roles/streaming).
+"""Streaming hosts, offline: Centrifugo config, namespaces, unit, Caddy site (services/centrifugo).
 
 The rendered config is checked by the pinned Centrifugo itself (`checkconfig --strict`,
 built on this machine through codeb/artifacts.py) and the site by `caddy validate`.
