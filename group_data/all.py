@@ -53,7 +53,7 @@ firewall_services = {
     # The mesh's own transport, between the hosts' public addresses.
     "wireguard": {"port": 51820, "proto": "udp", "on": "all", "from": ["@platform"]},
     "node-exporter": {"port": 9100, "on": "all", "from": ["backup"]},
-    # Storage host (roles/storage). Streaming uses Redis only when Centrifugo is scaled out.
+    # Storage host (services/postgresql, redis, garage, powerdns). Streaming uses Redis only when Centrifugo is scaled out.
     "dns": {"port": 53, "proto": "both", "on": "storage", "from": ["@any"]},
     "postgresql": {"port": 5432, "on": "storage", "from": ["app", "backup"]},
     # Streaming hosts use Redis only as Centrifugo's engine when there are several of them.
@@ -64,13 +64,13 @@ firewall_services = {
     "garage-rpc": {"port": 3901, "on": "storage", "from": ["storage"]},
     "garage-admin": {"port": 3903, "on": "storage", "from": ["backup"]},
     "pdns-api": {"port": 8081, "on": "storage", "from": ["app"]},
-    # App hosts (roles/app): Caddy serves every app domain; the slot ports stay on localhost.
+    # App hosts (services/app): Caddy serves every app domain; the slot ports stay on localhost.
     "app-http": {"port": 80, "on": "app", "from": ["@any"]},
     "app-https": {"port": 443, "on": "app", "from": ["@any"]},
     # With several app hosts each publishes its release slots on its private address so
     # every host's Caddy can balance across all of them; with one, slots stay on localhost.
     "app-slots": {"port": "4000-5999", "on": "app", "from": ["app@cluster"]},
-    # Streaming hosts (roles/streaming). Centrifugo's internal port (centrifugo_internal_port)
+    # Streaming hosts (services/centrifugo). Centrifugo's internal port (centrifugo_internal_port)
     # serves the HTTP API (/api, key required), /health and Prometheus /metrics on the private
     # address: one port, opened to the app hosts (API) and the backup host (metrics).
     "ws-http": {"port": 80, "on": "streaming", "from": ["@any"]},  # ACME challenges, HTTPS redirect
@@ -80,7 +80,7 @@ firewall_services = {
     # Client port between streaming hosts: only used (listened on the private address) when
     # the group has several hosts and Caddy balances over all of them.
     "centrifugo-client": {"port": 8000, "on": "streaming", "from": ["streaming"]},
-    # Backup host (roles/backup). pgBackRest talks TLS both ways (mutual certificates):
+    # Backup host (services/pgbackrest, restic, prometheus). pgBackRest talks TLS both ways (mutual certificates):
     # the repository host reaches the database host's `pgbackrest server` (backups), the
     # database host reaches the repository host's (WAL archive-push). File backups push
     # to rest-server (append-only) on the backup host. Prometheus listens on the backup
@@ -111,7 +111,7 @@ go_toolchain = "go1.26.8"
 # and this Rust toolchain (rustup); their digests are as reproducible as the Go builds'.
 rust_toolchain = "1.95.0"
 artifacts = {
-    # Garage (Deuxfleurs, AGPL-3.0), the S3 server of the storage hosts (roles/storage/garage.py):
+    # Garage (Deuxfleurs, AGPL-3.0), the S3 server of the storage hosts (services/garage):
     # maintained, replicated, published on crates.io with its lock file. Replaces MinIO
     # community edition, archived upstream with open advisories (docs/migrate-minio-to-garage.md).
     "garage": {
@@ -120,7 +120,7 @@ artifacts = {
         "binary": "garage",
         "sha256": "d240d09dc1cf1314784544c1d2fd90602fe586e4cec3eb9a647d6fae17a04051",
     },
-    # Centrifugo v6.9.1 (roles/streaming). Its go.mod requires centrifuge
+    # Centrifugo v6.9.1 (services/centrifugo). Its go.mod requires centrifuge
     # v0.38.1-0.20260711082514-84d40cc4dbf6, which the Go module proxy does not serve (403);
     # v0.40.1 is the only centrifuge version served, and it needs:
     #   - rueidis v1.0.79 (centrifuge v0.40.1 uses AuthCredentials.RefreshAfter and
@@ -159,7 +159,7 @@ tool_artifacts = {
     },
 }
 
-# Streaming hosts (roles/streaming): Centrifugo v6 behind Caddy at wss://ws.<platform_domain>.
+# Streaming hosts (services/centrifugo): Centrifugo v6 behind Caddy at wss://ws.<platform_domain>.
 centrifugo_client_port = 8000  # 127.0.0.1 (one host) or the private address (several hosts)
 centrifugo_internal_port = 8001  # private address: HTTP API, /health, /metrics (see firewall)
 centrifugo_nofile = 65536
@@ -178,7 +178,7 @@ centrifugo_namespaces = {
     "chat": {"presence": True, "history_size": 200, "history_ttl": "72h"},
 }
 
-# Storage host (roles/storage): PostgreSQL 17, Redis 8, PowerDNS from Debian trixie;
+# Storage host (services/postgresql, redis, powerdns, garage): PostgreSQL 17, Redis 8, PowerDNS from Debian trixie;
 # Garage (S3) from its pin (artifacts above).
 postgresql_version = 17
 postgresql_port = 5432
@@ -210,7 +210,7 @@ minio_migration_port = 9000
 pdns_api_port = 8081
 dns_ttl = 300
 
-# App hosts (roles/app): Podman + Quadlet, blue/green slots per registry instance.
+# App hosts (services/app): Podman + Quadlet, blue/green slots per registry instance.
 # Every app image is the registry's unless an environment replaces it (local: the demo).
 app_image_override = None
 # containers.conf drop-in, {section: {key: value}}. Netavark writes its NAT and port
@@ -245,7 +245,7 @@ health_checks = {
     "backup": {"units": []},
 }
 
-# Backup host (roles/backup): pgBackRest repository, file backups, restore drill, Prometheus.
+# Backup host (services/pgbackrest, restic, prometheus): pgBackRest repository, file backups, restore drill, Prometheus.
 pgbackrest_stanza = "main"
 pgbackrest_tls_port = 8432
 pgbackrest = {
@@ -273,7 +273,7 @@ backup_ca = None
 # Weekly file backups (restic to rest-server on the backup host): paths by host group.
 file_backup_paths = {
     "all": ["/etc"],
-    # Garage's data blocks and a metadata snapshot taken just before (roles/backup).
+    # Garage's data blocks and a metadata snapshot taken just before (services/restic).
     "storage": ["/var/lib/garage/data", "/var/lib/garage/meta/snapshots"],
     "app": ["/var/lib/caddy", "/var/lib/containers/storage/volumes"],
     "streaming": ["/var/lib/caddy"],

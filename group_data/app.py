@@ -1,4 +1,4 @@
-"""Data for app hosts (roles/app)."""
+"""Data for app hosts (services/app)."""
 
 # Podman's default bridge network: the containers' traffic to the storage and
 # streaming hosts is forwarded (common firewall) and leaves masqueraded as the app
