@@ -36,6 +36,15 @@ def centrifugo_urls(platform_domain: str, streaming_addr: str, internal_port: in
 APP_NODE_ENV = "production"
 
 
+# Every app answers its health check here (the demo app, and the platform's Next.js apps).
+HEALTH_PATH = "/api/health"
+
+
+def health_url(addr: str, port: int) -> str:
+    """An app slot's health check URL (Podman's check, `make release`, `make health`)."""
+    return f"http://{addr}:{port}{HEALTH_PATH}"
+
+
 def env_file_path(inst: Instance) -> str:
     return f"/etc/platform/apps/{inst.name}.env"
 

@@ -54,7 +54,7 @@ def default_image(inst: Instance, data) -> str:
 
 
 def health_cmd(port: int) -> str:
-    return f"curl -fsS -o /dev/null --max-time 4 http://127.0.0.1:{port}/api/health"
+    return f"curl -fsS -o /dev/null --max-time 4 {model.health_url('127.0.0.1', port)}"
 
 
 def container_unit(inst: Instance, slot: str, image: str, active: bool, data, app_addrs, self_addr) -> str:
@@ -87,6 +87,7 @@ def site(inst: Instance, slot: str, data, app_addrs, self_addr) -> str:
         name=inst.name, slot=slot, domains=list(inst.domains), tls=tls_directive(data.tls_mode),
         upstreams=model.app_upstreams(inst, slot, app_addrs, self_addr),
         lb_policy=model.caddy_lb_policy(inst.lb_policy, inst), health_interval=data.app_lb_health_interval,
+        health_path=model.HEALTH_PATH,
     )
 
 
