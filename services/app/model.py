@@ -127,7 +127,7 @@ def env_file_text(env: Mapping[str, str]) -> str:
     return "".join(f"{k}={v}\n" for k, v in env.items())
 
 
-def app_upstreams(inst: Instance, slot: str, app_addrs: list[str], self_addr: str) -> list[str]:
+def app_upstreams(inst: Instance, slot: str, app_addrs: list[str]) -> list[str]:
     """Where Caddy sends an instance's traffic: the active slot on this host alone, or on
     every app host when the group has several (each publishes its slots on its private address)."""
     port = inst.slot_ports[slot]

@@ -85,7 +85,7 @@ def site(inst: Instance, slot: str, data, app_addrs, self_addr) -> str:
     return render(
         "site.caddy.j2",
         name=inst.name, slot=slot, domains=list(inst.domains), tls=tls_directive(data.tls_mode),
-        upstreams=model.app_upstreams(inst, slot, app_addrs, self_addr),
+        upstreams=model.app_upstreams(inst, slot, app_addrs),
         lb_policy=model.caddy_lb_policy(inst.lb_policy, inst), health_interval=data.app_lb_health_interval,
         health_path=model.HEALTH_PATH,
     )

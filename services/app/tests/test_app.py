@@ -164,8 +164,8 @@ def test_units_pass_quadlet_dryrun(tmp_path):
 
 def test_upstreams_single_and_multi_host():
     i = inst()
-    assert app_model.app_upstreams(i, "green", ["10.0.0.1"], "10.0.0.1") == ["127.0.0.1:4201"]
-    assert app_model.app_upstreams(i, "blue", ["10.0.0.2", "10.0.0.1"], "10.0.0.1") == ["10.0.0.1:4200", "10.0.0.2:4200"]
+    assert app_model.app_upstreams(i, "green", ["10.0.0.1"]) == ["127.0.0.1:4201"]
+    assert app_model.app_upstreams(i, "blue", ["10.0.0.2", "10.0.0.1"]) == ["10.0.0.1:4200", "10.0.0.2:4200"]
     assert app_model.app_publish_addr(["10.0.0.1"], "10.0.0.1") == "127.0.0.1"
     assert app_model.app_publish_addr(["10.0.0.1", "10.0.0.2"], "10.0.0.2") == "10.0.0.2"
     assert app_model.caddy_lb_policy("cookie", i) == "cookie lb_shop_production"
