@@ -4,6 +4,7 @@ and database per project environment (and PowerDNS's), passwords as SCRAM verifi
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -21,7 +22,11 @@ render = templates(__file__)
 
 PROVISION_SQL = "/var/lib/codeb/postgresql/provision.sql"
 STATE_SQL = "/usr/local/lib/codeb/pg-state.sql"
-RELOAD = "/usr/local/sbin/codeb-pg-reload"
+RELOAD_PROGRAM = "/usr/local/sbin/codeb-pg-reload"
+RELOAD_SOURCE = Path(__file__).with_name("pg-reload.sh")
+RELOAD_CONFIG = "/etc/codeb/pg-reload.conf"
+# The checked reload as a command (also run by services/pgbackrest after its drop-in).
+RELOAD = f"{RELOAD_PROGRAM} {RELOAD_CONFIG}"
 
 
 def paths(version: int) -> dict[str, str]:
@@ -44,8 +49,8 @@ def rendered(data, private_ip: str, addrs) -> dict:
                       rules=model.pg_hba_rules(instances, addrs, data.get("postgresql_hba_extra") or [])),
         "provision": render("provision.sql.j2", logins=logins, managed=model.PG_MANAGED_COMMENT),
         "state": render("pg-state.sql.j2", logins=logins, managed=model.PG_MANAGED_COMMENT),
-        "reload": render("pg-reload.sh.j2", service=p["service"], bindir=p["bindir"], datadir=p["datadir"],
-                         confdir=p["confdir"]),
+        "reload_config": render("pg-reload.conf.j2", service=p["service"], bindir=p["bindir"],
+                                datadir=p["datadir"], confdir=p["confdir"]),
         "expected": expected_state(logins),
     }
 
@@ -79,7 +84,9 @@ def postgresql():
                     mode="700")
     files.directory(name="codeb helpers directory", path="/usr/local/lib/codeb", user="root", group="root",
                     mode="755")
-    put(RELOAD, r["reload"], "755")
+    files.directory(name="/etc/codeb", path="/etc/codeb", user="root", group="root", mode="755")
+    put(RELOAD_PROGRAM, RELOAD_SOURCE.read_text(), "755")
+    put(RELOAD_CONFIG, r["reload_config"], "644")
     # The server certificate for this host's name (the name app env files connect to).
     issued = pki.issue(data.environment, data.get("backup_ca"), f"postgresql-{host.name}",
                        [shared.fqdn(host.name, data.platform_domain)], data.secrets)

@@ -6,6 +6,7 @@ derived from the inventory and the registry, converged through the API."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -25,6 +26,8 @@ CONF = "/etc/powerdns/pdns.conf"
 KEY_FILE = "/etc/powerdns/api-key"
 DESIRED = "/etc/powerdns/codeb-zones.json"
 SYNC = "/usr/local/lib/codeb/pdns-sync"
+SYNC_SOURCE = Path(__file__).with_name("pdns_sync.py")
+SYNC_CONFIG = "/etc/powerdns/codeb-sync.json"
 STATE = "/var/lib/codeb/powerdns"
 SCHEMA = "/usr/share/pdns-backend-pgsql/schema/schema.pgsql.sql"
 ACCOUNT = "codeb"
@@ -37,6 +40,13 @@ def desired_zones(data, hosts, addrs) -> dict:
          "rrsets": [[n, t, c] for (n, t), c in sorted(z["rrsets"].items())]}
         for name, z in sorted(zones.items())
     ]}
+
+
+def sync_config(api_url: str) -> str:
+    """The configuration of pdns-sync (pdns_sync.py): where the API and its key are, the
+    wanted zones, the account of the zones it manages. No secret: the key stays in its file."""
+    return json.dumps({"api_url": api_url, "key_file": KEY_FILE, "desired": DESIRED, "account": ACCOUNT},
+                      indent=2, sort_keys=True) + "\n"
 
 
 def rendered(data, private_ip: str, hosts, addrs, public_ip: str | None = None, public_hosts=None,
@@ -59,8 +69,7 @@ def rendered(data, private_ip: str, hosts, addrs, public_ip: str | None = None, 
         "key": data.secrets["pdns_api_key"] + "\n",
         "desired": json.dumps(desired_zones(data, public_hosts or hosts, public_addrs or addrs), indent=2,
                               sort_keys=True) + "\n",
-        "sync": render("pdns-sync.py.j2", api_url=api_url, key_file=KEY_FILE, desired=DESIRED,
-                       account=ACCOUNT),
+        "sync_config": sync_config(api_url),
         "api_url": api_url,
     }
 
@@ -87,7 +96,8 @@ def powerdns():
     )
     put_secret(CONF, r["conf"], "640", group="pdns")
     put_secret(KEY_FILE, r["key"], "600")
-    put(SYNC, r["sync"], "755")
+    put(SYNC, SYNC_SOURCE.read_text(), "755")
+    put(SYNC_CONFIG, r["sync_config"], "644")
     put(DESIRED, r["desired"], "644")
     # pdns_server --config=check parses the configuration (and loads the backend's
     # settings) without serving; pdns has no reload, so a checked change restarts it.
@@ -102,6 +112,6 @@ def powerdns():
     systemd.service(name="PowerDNS running", service="pdns.service", running=True, enabled=True)
     converge(
         name="Zones and records from the inventory and the registry",
-        state_command=f"{SYNC} plan",
-        apply_command=f"{SYNC} apply",
+        state_command=f"{SYNC} --config {SYNC_CONFIG} plan",
+        apply_command=f"{SYNC} --config {SYNC_CONFIG} apply",
     )

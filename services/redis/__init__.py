@@ -3,6 +3,8 @@ mode, AOF everysec, users from the registry in an ACL file (`default` off)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, systemd
@@ -19,7 +21,10 @@ CONF = "/etc/redis/redis.conf"
 ACL = "/etc/redis/users.acl"
 ADMIN_ENV = "/etc/redis/admin.env"
 CLI = "/usr/local/sbin/codeb-redis-cli"
+CLI_SOURCE = Path(__file__).with_name("redis-cli.sh")
+CLI_CONFIG = "/etc/redis/codeb-cli.conf"  # what redis-cli.sh reads unless given --config
 CHECK = "/usr/local/sbin/codeb-redis-check"
+CHECK_SOURCE = Path(__file__).with_name("redis-check.sh")
 STATE = "/var/lib/codeb/redis"
 SERVICE = "redis-server"
 
@@ -31,9 +36,8 @@ def rendered(data, private_ip: str) -> dict:
                        port=data.redis_port, aclfile=ACL, maxmemory=data.redis_maxmemory),
         "acl": render("redis-users.acl.j2", users=model.redis_acl_users(instances, data.secrets)),
         "admin_env": f"REDISCLI_AUTH={data.secrets['redis_admin_password']}\n",
-        "cli": render("redis-cli.sh.j2", env_file=ADMIN_ENV, user=model.REDIS_ADMIN_USER,
-                      port=data.redis_port),
-        "check": render("redis-check.sh.j2"),
+        "cli_config": render("codeb-cli.conf.j2", env_file=ADMIN_ENV, user=model.REDIS_ADMIN_USER,
+                             port=data.redis_port),
     }
 
 
@@ -45,8 +49,9 @@ def redis():
     apt.packages(name="Redis server and tools", packages=["redis-server", "redis-tools"], update=True,
                  cache_time=3600, no_recommends=True)
     files.directory(name=f"{STATE} (applied markers)", path=STATE, user="root", group="root", mode="700")
-    put(CHECK, r["check"], "755")
-    put(CLI, r["cli"], "755")
+    put(CHECK, CHECK_SOURCE.read_text(), "755")
+    put(CLI, CLI_SOURCE.read_text(), "755")
+    put(CLI_CONFIG, r["cli_config"], "644")
     put_secret(ADMIN_ENV, r["admin_env"], "600")
     # The ACL file holds SHA-256 password hashes only; hidden from --diff all the same.
     put_secret(ACL, r["acl"], "640", group="redis")

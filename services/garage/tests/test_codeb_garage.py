@@ -1,4 +1,4 @@
-"""codeb-garage (roles/storage/codeb_garage.py), the program that converges Garage's buckets
+"""codeb-garage (services/garage/codeb_garage.py), the program that converges Garage's buckets
 and keys on the storage host: its plan, the one thing it decides. The admin API calls are
 exercised against a real Garage by the topology tests (tests/topology/test_s3.py)."""
 

@@ -1,7 +1,9 @@
 #!/bin/sh
-# Managed by the platform deploy (roles/storage): check a Redis configuration (and the
-# ACL file it names) by starting a throwaway server on it, without TCP, persistence
-# or the real data directory. A rejected file makes redis-server exit at once.
+# codeb-redis-check [REDIS_CONF]: check a Redis configuration (and the ACL file it names)
+# by starting a throwaway server on it, without TCP, persistence or the real data
+# directory. A rejected file makes redis-server exit at once; one still running after
+# 3 seconds was accepted. REDIS_CONF defaults to /etc/redis/redis.conf.
+# Installed by the platform deploy (services/redis) as /usr/local/sbin/codeb-redis-check.
 set -eu
 conf=${1:-/etc/redis/redis.conf}
 tmp=$(mktemp -d)
