@@ -24,19 +24,19 @@ def main(argv: list[str]) -> int:
             if section == "converge":
                 from bench import converge
 
-                converge.run(cold="--no-cold" not in argv)
+                converge.measure(cold="--no-cold" not in argv)
             elif section == "realtime":
                 from bench import realtime
 
-                realtime.run()
+                realtime.measure()
             elif section == "http":
                 from bench import http_path
 
-                http_path.run()
+                http_path.measure()
             elif section == "backups":
                 from bench import backups
 
-                backups.run()
+                backups.measure()
         except Exception:  # noqa: BLE001 - record, go on with the next section
             traceback.print_exc()
             failed.append(section)

@@ -208,7 +208,7 @@ def release_under_load() -> list[dict]:
                    ok=not failed and rel.returncode == 0 and rb.returncode == 0)]
 
 
-def run(parts=("rpo", "pitr", "release")) -> list[dict]:
+def measure(parts=("rpo", "pitr", "release")) -> list[dict]:
     from bench.common import load_results
 
     previous = load_results().get("backups", {}).get("figures", [])
@@ -225,4 +225,4 @@ def run(parts=("rpo", "pitr", "release")) -> list[dict]:
 if __name__ == "__main__":
     import sys
 
-    run(tuple(sys.argv[1:]) or ("rpo", "pitr", "release"))
+    measure(tuple(sys.argv[1:]) or ("rpo", "pitr", "release"))

@@ -10,18 +10,19 @@ import shlex
 import subprocess
 import sys
 import time
+from functools import cache
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from lab.topology import inventory_groups  # noqa: E402
+from codeb import ssh as _ssh  # noqa: E402
+from codeb.inventory import Host  # noqa: E402
+from lab.topology import inventory_hosts  # noqa: E402
 
 LAB = REPO / ".lab"
-SSH_CONFIG = LAB / "ssh" / "config"
 CA_CERT = LAB / "ca" / "root.crt"
 RESULTS = LAB / "bench" / "results.json"
 PY = str(REPO / ".venv" / "bin" / "python")
-GROUPS = ("app", "streaming", "storage", "backup")
 _T0 = time.monotonic()
 
 
@@ -33,23 +34,24 @@ def log(msg: str) -> None:
 # --- inventory and data -------------------------------------------------------------------------
 
 
-def inventory() -> dict[str, dict]:
-    """name -> {"addr": public address, "private": private address, "groups": [...]}."""
-    return inventory_groups()
+@cache
+def inventory() -> dict[str, Host]:
+    """name -> Host (addresses, groups, data) of every host of inventory/local.py."""
+    return inventory_hosts()
 
 
 def hosts_in(group: str) -> list[str]:
-    return [n for n, h in inventory().items() if group in h["groups"]]
+    return [n for n, h in inventory().items() if group in h.groups]
 
 
 def addr(name: str) -> str:
     """The host's public address (reachable from this machine)."""
-    return inventory()[name]["addr"]
+    return inventory()[name].public_ip
 
 
 def private(name: str) -> str:
     """The host's private (mesh) address, for commands that run on the guests."""
-    return inventory()[name]["private"]
+    return inventory()[name].private_ip
 
 
 def group_data() -> dict:
@@ -72,11 +74,15 @@ def ssh(host: str, script: str, stdin: str = "", timeout: float = 120, sudo: boo
         check: bool = False) -> subprocess.CompletedProcess:
     """A shell script on a guest over one SSH session; secrets travel on stdin only."""
     remote = f"sudo -n bash -c {shlex.quote(script)}" if sudo else f"bash -c {shlex.quote(script)}"
-    proc = subprocess.run(["ssh", "-F", str(SSH_CONFIG), "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", host,
-                           remote], input=stdin, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(ssh_command(host, remote), input=stdin, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise RuntimeError(f"{host}: exit {proc.returncode}: {script[:200]}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
     return proc
+
+
+def ssh_command(host: str, remote: str) -> list[str]:
+    """The ssh command line to a guest as the deploy account (codeb/ssh.py: pinned host keys)."""
+    return _ssh.command(inventory()[host].data, remote)
 
 
 def sh(cmd: list[str] | str, timeout: float | None = None, **kw) -> subprocess.CompletedProcess:

@@ -25,7 +25,6 @@ from bench.common import (
     LAB,
     PY,
     REPO,
-    SSH_CONFIG,
     figure,
     health_ok,
     inventory,
@@ -34,6 +33,7 @@ from bench.common import (
     ratio,
     save_section,
     sh,
+    ssh_command,
     stream,
     wait_for,
 )
@@ -78,7 +78,7 @@ def last_changes(output: str) -> int | None:
 
 def run_by_hand(host: str, commands: list[str]) -> tuple[float, int]:
     start = time.monotonic()
-    proc = subprocess.run(["ssh", "-F", str(SSH_CONFIG), host, "sudo -n sh -s"], input=hand_script(commands),
+    proc = subprocess.run(ssh_command(host, "sudo -n sh -s"), input=hand_script(commands),
                           capture_output=True, text=True, timeout=600)
     took = time.monotonic() - start
     m = re.search(r"nonzero=(\d+)", proc.stdout)
@@ -113,7 +113,7 @@ def noop() -> tuple[float, int | None, int]:
     return took, count_changes(out), rc
 
 
-def run(cold: bool = True) -> list[dict]:
+def measure(cold: bool = True) -> list[dict]:
     figures = []
     hosts = len(inventory())
     if not cold:  # keep the last cold-converge figure
@@ -168,4 +168,4 @@ def run(cold: bool = True) -> list[dict]:
 if __name__ == "__main__":
     import sys
 
-    run(cold="--no-cold" not in sys.argv)
+    measure(cold="--no-cold" not in sys.argv)

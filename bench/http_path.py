@@ -60,7 +60,7 @@ def h2load(host: str, url: str, extra: str = "") -> dict:
     return res
 
 
-def run() -> list[dict]:
+def measure() -> list[dict]:
     from codeb import registry
 
     host = hosts_in("app")[0]
@@ -102,4 +102,4 @@ def run() -> list[dict]:
 
 
 if __name__ == "__main__":
-    run()
+    measure()

@@ -229,7 +229,7 @@ def phase(label: str, url: str, prefix: list[str], extra: list[str]) -> dict:
     }
 
 
-def run() -> list[dict]:
+def measure() -> list[dict]:
     data = group_data()
     from codeb import shared
 
@@ -289,4 +289,4 @@ def run() -> list[dict]:
 
 
 if __name__ == "__main__":
-    run()
+    measure()

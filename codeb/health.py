@@ -14,17 +14,12 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from . import registry, ssh
-from .run import GROUPS, REPO
+from .inventory import REPO, read_inventory, unique_hosts
 
 
 def host_groups(env: str) -> dict[str, tuple[dict, list[str]]]:
-    sys.path.insert(0, str(REPO))
-    inv = runpy.run_path(str(REPO / "inventory" / f"{env}.py"))
-    hosts: dict[str, tuple[dict, list[str]]] = {}
-    for group in GROUPS:
-        for name, data in inv.get(group, []):
-            hosts.setdefault(name, (data, []))[1].append(group)
-    return hosts
+    """name -> (inventory data, host groups) of every host of the environment's inventory."""
+    return {name: (h.data, list(h.groups)) for name, h in unique_hosts(read_inventory(env)).items()}
 
 
 def checks_for(groups: list[str], table: dict, private_ip: str = "127.0.0.1") -> list[tuple[str, str]]:

@@ -5,7 +5,8 @@
     python -m lab.topology down      # removes exactly what `up` created
     python -m lab.topology status
     python -m lab.topology registry  # (re)start only the container registry
-    python -m lab.topology wait-ssh USER
+    python -m lab.topology up --inventory PATH   # (and status) another inventory file of the local
+                                                 # environment, e.g. a copy with an extra host
 
 Hosts and addresses come from inventory/local.py, so adding a host there and
 running `make up` creates its guest. The bridge is the lab's public network: each
@@ -18,6 +19,7 @@ default route.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import runpy
@@ -30,11 +32,17 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from codeb import ssh  # noqa: E402
+from codeb.inventory import Host, read_inventory, unique_hosts  # noqa: E402
+
+INVENTORY = REPO / "inventory" / "local.py"
 LAB = REPO / ".lab"
 RUN = LAB / "run"
 GUESTS = LAB / "guests"
 SSH_DIR = LAB / "ssh"
 KEY = SSH_DIR / "id_ed25519"
+SSH_CONFIG = SSH_DIR / "config"
 CACHE = Path(os.environ.get("CODEB_LAB_CACHE", "/var/cache/codeb-lab"))
 BRIDGE = os.environ.get("CODEB_LAB_BRIDGE", "codeb0")
 SUITE = "trixie"
@@ -51,7 +59,8 @@ def log(msg: str) -> None:
     print(f"[lab] {msg}", flush=True)
 
 
-def run(*cmd, check=True, **kw):
+def sh(*cmd, check=True, **kw):
+    """A command on the gateway (this machine)."""
     return subprocess.run([str(c) for c in cmd], check=check, **kw)
 
 
@@ -59,25 +68,12 @@ def gateway_data() -> dict:
     return runpy.run_path(str(REPO / "group_data" / "local.py"))
 
 
-def inventory_groups() -> dict[str, dict]:
-    """name -> {"addr": public address, "private": private address, "groups": [...]} for every
-    host of inventory/local.py, in inventory order. The harness, the topology tests and the
-    benchmarks all read it here. The gateway (this machine) reaches a guest on its public
-    address only; the private one lives on the guests' mesh."""
-    sys.path.insert(0, str(REPO))
-    groups = runpy.run_path(str(REPO / "inventory" / "local.py"))
-    hosts: dict[str, dict] = {}
-    for group in ("app", "streaming", "storage", "backup"):
-        for name, data in groups.get(group, []):
-            entry = {"addr": data.get("public_ip") or data["ssh_hostname"], "private": data["private_ip"],
-                     "groups": []}
-            hosts.setdefault(name, entry)["groups"].append(group)
-    return hosts
-
-
-def inventory_hosts() -> list[tuple[str, str]]:
-    """(name, public address) of every host in inventory/local.py, in inventory order."""
-    return [(name, h["addr"]) for name, h in inventory_groups().items()]
+def inventory_hosts(inventory: str | Path = INVENTORY) -> dict[str, Host]:
+    """name -> Host (public and private address, groups, data) of every host of the local
+    inventory (inventory/local.py unless another file is given), in inventory order. The
+    gateway (this machine) reaches a guest on its public address only; the private one lives
+    on the guests' mesh."""
+    return unique_hosts(read_inventory(inventory, validate=False))
 
 
 # --- cached base image --------------------------------------------------------------
@@ -90,10 +86,10 @@ def ensure_base() -> None:
     tmp = CACHE / f"{BASE.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     log(f"debootstrap {SUITE} into the cache (once per machine)")
-    run("debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", SUITE, tmp, MIRROR,
+    sh("debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", SUITE, tmp, MIRROR,
         stdout=subprocess.DEVNULL)
     (tmp / "etc/apt/sources.list").write_text(f"deb {MIRROR.rstrip('/')} {SUITE} main\n")
-    run("chroot", tmp, "systemctl", "enable", "systemd-networkd", "ssh")
+    sh("chroot", tmp, "systemctl", "enable", "systemd-networkd", "ssh")
     for key in (tmp / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
     (tmp / ".complete").write_text("ok\n")
@@ -104,13 +100,13 @@ def ensure_base() -> None:
 
 
 def ensure_bridge(gateway: str) -> None:
-    if run("ip", "link", "show", BRIDGE, check=False, capture_output=True).returncode != 0:
-        run("ip", "link", "add", BRIDGE, "type", "bridge")
+    if sh("ip", "link", "show", BRIDGE, check=False, capture_output=True).returncode != 0:
+        sh("ip", "link", "add", BRIDGE, "type", "bridge")
         (RUN / "bridge").write_text(BRIDGE + "\n")
-    addrs = run("ip", "-4", "-o", "addr", "show", "dev", BRIDGE, capture_output=True, text=True).stdout
+    addrs = sh("ip", "-4", "-o", "addr", "show", "dev", BRIDGE, capture_output=True, text=True).stdout
     if f" {gateway}/" not in addrs:
-        run("ip", "addr", "add", f"{gateway}/24", "dev", BRIDGE)
-    run("ip", "link", "set", BRIDGE, "up")
+        sh("ip", "addr", "add", f"{gateway}/24", "dev", BRIDGE)
+    sh("ip", "link", "set", BRIDGE, "up")
 
 
 def alive(pidfile: Path) -> int | None:
@@ -141,7 +137,7 @@ PassThroughPattern: ^$
 ExThreshold: 30
 """
     )
-    run("/usr/sbin/apt-cacher-ng", "-c", conf, "ForeGround=0")
+    sh("/usr/sbin/apt-cacher-ng", "-c", conf, "ForeGround=0")
     for _ in range(50):
         if alive(pidfile):
             return
@@ -194,7 +190,7 @@ http:
 def ensure_key() -> None:
     SSH_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not KEY.exists():
-        run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "codeb-lab", "-f", KEY)
+        sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "codeb-lab", "-f", KEY)
 
 
 CA_DIR = LAB / "ca"
@@ -205,7 +201,7 @@ def ensure_ca() -> None:
     if (CA_DIR / "root.crt").exists():
         return
     CA_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
-    run("openssl", "req", "-x509", "-new", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+    sh("openssl", "req", "-x509", "-new", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
         "-keyout", CA_DIR / "root.key", "-out", CA_DIR / "root.crt", "-days", "3650",
         "-subj", "/CN=codeb.test local platform root CA",
         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
@@ -220,7 +216,7 @@ def prepare_guest(name: str, addr: str, gateway: str) -> Path:
     shutil.rmtree(root, ignore_errors=True)
     GUESTS.mkdir(parents=True, exist_ok=True)
     log(f"{name}: new guest from the base image")
-    run("cp", "-a", "--reflink=auto", BASE, root)
+    sh("cp", "-a", "--reflink=auto", BASE, root)
     (root / "etc/hostname").write_text(name + "\n")
     (root / "etc/systemd/network").mkdir(parents=True, exist_ok=True)
     # No Gateway=: the guests have no route beyond the bridge.
@@ -233,7 +229,7 @@ def prepare_guest(name: str, addr: str, gateway: str) -> Path:
     ssh = root / "root/.ssh"
     ssh.mkdir(parents=True, exist_ok=True, mode=0o700)
     shutil.copy(f"{KEY}.pub", ssh / "authorized_keys")
-    run("chroot", root, "ssh-keygen", "-A", stdout=subprocess.DEVNULL)
+    sh("chroot", root, "ssh-keygen", "-A", stdout=subprocess.DEVNULL)
     (root / ".lab-ready").write_text("ok\n")
     return root
 
@@ -247,10 +243,10 @@ def wait_veth_gone(name: str, timeout: float = 30) -> None:
     """A guest stopped with SIGKILL leaves its veth until the kernel tears its namespace down;
     a new guest of the same name cannot start before."""
     deadline = time.monotonic() + timeout
-    while run("ip", "link", "show", veth(name), check=False, capture_output=True).returncode == 0:
+    while sh("ip", "link", "show", veth(name), check=False, capture_output=True).returncode == 0:
         if time.monotonic() > deadline:
             log(f"{name}: removing stale {veth(name)}")
-            run("ip", "link", "del", veth(name), check=False, capture_output=True)
+            sh("ip", "link", "del", veth(name), check=False, capture_output=True)
             return
         time.sleep(0.5)
 
@@ -296,31 +292,25 @@ def guest_host_keys(name: str, addr: str) -> list[str]:
             for pub in sorted((GUESTS / name / "etc" / "ssh").glob("ssh_host_*_key.pub"))]
 
 
-def write_known_hosts(hosts) -> None:
-    """Every guest's host keys, pinned: pyinfra and ssh check them strictly."""
-    lines = [line for name, addr in hosts for line in guest_host_keys(name, addr)]
-    (SSH_DIR / "known_hosts").write_text("".join(line + "\n" for line in lines))
+def write_known_hosts(hosts: dict[str, Host]) -> None:
+    """Every guest's host keys, pinned in the known_hosts file the inventory names: pyinfra and
+    ssh check them strictly."""
+    files: dict[Path, list[str]] = {}
+    for name, h in hosts.items():
+        lines = guest_host_keys(name, ssh.known_hosts_name(h.data))
+        files.setdefault(ssh.known_hosts(h.data), []).extend(lines)
+    for path, lines in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.write_text("".join(line + "\n" for line in lines))
 
 
-def write_ssh_config(hosts, user="deploy") -> None:
-    lines = []
-    for name, addr in hosts:
-        lines += [
-            f"Host {name}",
-            f"  HostName {addr}",
-            f"  User {user}",
-            f"  IdentityFile {KEY}",
-            "  IdentitiesOnly yes",
-            "  StrictHostKeyChecking yes",
-            f"  UserKnownHostsFile {SSH_DIR / 'known_hosts'}",
-            "  GlobalKnownHostsFile /dev/null",
-            "  LogLevel ERROR",
-            "",
-        ]
-    (SSH_DIR / "config").write_text("\n".join(lines))
+def write_ssh_config(hosts: dict[str, Host]) -> None:
+    """.lab/ssh/config for `ssh -F` and testinfra: the same settings as every other ssh command
+    line (codeb/ssh.py)."""
+    SSH_CONFIG.write_text(ssh.config({name: h.data for name, h in hosts.items()}))
 
 
-def up() -> None:
+def up(inventory: str | Path = INVENTORY) -> None:
     data = gateway_data()
     gateway = data["gateway"]
     proxy_port = int(data["apt_proxy"].rsplit(":", 1)[1])
@@ -332,21 +322,21 @@ def up() -> None:
     ensure_apt_proxy(gateway, proxy_port)
     registry_host, registry_port = data["container_registry"].rsplit(":", 1)
     ensure_registry(registry_host, int(registry_port))
-    hosts = inventory_hosts()
+    hosts = inventory_hosts(inventory)
     write_ssh_config(hosts)
     # The inventory is the source of truth: a guest whose host left it goes.
     if GUESTS.exists():
         for root in sorted(GUESTS.iterdir()):
-            if root.is_dir() and not root.name.startswith(".") and root.name not in {n for n, _ in hosts}:
-                log(f"{root.name}: no longer in inventory/local.py, removing its guest")
+            if root.is_dir() and not root.name.startswith(".") and root.name not in hosts:
+                log(f"{root.name}: no longer in the inventory, removing its guest")
                 stop_pid(RUN / f"{root.name}.pid")
                 shutil.rmtree(root)
-    for name, addr in hosts:
-        start_guest(name, prepare_guest(name, addr, gateway))
+    for name, h in hosts.items():
+        start_guest(name, prepare_guest(name, h.public_ip, gateway))
     write_known_hosts(hosts)
-    for name, addr in hosts:
-        wait_port(addr, 22, name=name)
-        log(f"{name}: ssh up on {addr}")
+    for name, h in hosts.items():
+        wait_port(h.public_ip, 22, name=name)
+        log(f"{name}: ssh up on {h.public_ip}")
 
 
 def guest_init(name: str) -> str:
@@ -381,9 +371,9 @@ def ssh_tunnel(name: str, target: str, port: int, timeout: float = 20):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         local = probe.getsockname()[1]
-    proc = subprocess.Popen(["ssh", "-F", str(SSH_DIR / "config"), "-N", "-o", "BatchMode=yes",
-                             "-o", "ExitOnForwardFailure=yes", "-L", f"127.0.0.1:{local}:{target}:{port}", name],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    cmd = ssh.command(inventory_hosts()[name].data, extra=["-N", "-o", "ExitOnForwardFailure=yes",
+                                                         "-L", f"127.0.0.1:{local}:{target}:{port}"])
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -413,15 +403,15 @@ VANTAGE_PREFIX = "codeb-"
 def ensure_vantage(name: str, address: str) -> str:
     """Create (idempotently) the namespace `codeb-<name>` on the bridge at `address`/24."""
     ns = f"{VANTAGE_PREFIX}{name}"
-    if run("ip", "netns", "exec", ns, "true", check=False, capture_output=True).returncode == 0:
+    if sh("ip", "netns", "exec", ns, "true", check=False, capture_output=True).returncode == 0:
         return ns
     veth = f"cbv-{name}"[:15]
-    run("ip", "netns", "add", ns)
-    run("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
-    run("ip", "link", "set", veth, "master", BRIDGE, "up")
-    run("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
-    run("ip", "-n", ns, "link", "set", "eth0", "up")
-    run("ip", "-n", ns, "link", "set", "lo", "up")
+    sh("ip", "netns", "add", ns)
+    sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+    sh("ip", "link", "set", veth, "master", BRIDGE, "up")
+    sh("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
+    sh("ip", "-n", ns, "link", "set", "eth0", "up")
+    sh("ip", "-n", ns, "link", "set", "lo", "up")
     (RUN / f"vantage-{name}").write_text(ns + "\n")
     return ns
 
@@ -429,8 +419,8 @@ def ensure_vantage(name: str, address: str) -> str:
 def remove_vantages() -> None:
     for marker in sorted(RUN.glob("vantage-*")) if RUN.exists() else []:
         ns = marker.read_text().strip()
-        run("ip", "netns", "del", ns, check=False, stderr=subprocess.DEVNULL)
-        run("ip", "link", "del", f"cbv-{marker.name[len('vantage-'):]}"[:15], check=False, stderr=subprocess.DEVNULL)
+        sh("ip", "netns", "del", ns, check=False, stderr=subprocess.DEVNULL)
+        sh("ip", "link", "del", f"cbv-{marker.name[len('vantage-'):]}"[:15], check=False, stderr=subprocess.DEVNULL)
         marker.unlink()
 
 
@@ -459,23 +449,33 @@ def down() -> None:
         stop_pid(registry)
         bridge = RUN / "bridge"
         if bridge.exists():
-            run("ip", "link", "del", bridge.read_text().strip(), check=False)
+            sh("ip", "link", "del", bridge.read_text().strip(), check=False)
     shutil.rmtree(GUESTS, ignore_errors=True)
     shutil.rmtree(RUN, ignore_errors=True)
     log("down")
 
 
-def status() -> None:
-    for name, h in inventory_groups().items():
+def status(inventory: str | Path = INVENTORY) -> None:
+    for name, h in inventory_hosts(inventory).items():
         state = "running" if alive(RUN / f"{name}.pid") else "stopped"
-        print(f"{name:8} {h['addr']:15} {h['private']:15} {state}")
+        print(f"{name:8} {h.public_ip:15} {h.private_ip:15} {state}")
 
 
-if __name__ == "__main__":
-    cmd = sys.argv[1] if len(sys.argv) > 1 else "status"
-    if cmd == "registry":  # just the registry, for a topology that is already up
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="lab.topology", description=__doc__.split("\n\n")[0])
+    parser.add_argument("cmd", nargs="?", default="status", choices=("up", "down", "status", "registry"))
+    parser.add_argument("--inventory", default=str(INVENTORY),
+                        help="the local environment's inventory file (default inventory/local.py)")
+    args = parser.parse_args(argv)
+    if args.cmd == "registry":  # just the registry, for a topology that is already up
         data = gateway_data()
         host_, port_ = data["container_registry"].rsplit(":", 1)
         ensure_registry(host_, int(port_))
+    elif args.cmd == "down":
+        down()
     else:
-        {"up": up, "down": down, "status": status}[cmd]()
+        {"up": up, "status": status}[args.cmd](args.inventory)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

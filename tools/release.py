@@ -23,7 +23,6 @@ exactly as the next apply renders them, so that apply changes nothing.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from codeb import ssh
+from codeb.inventory import load_pyinfra_inventory
 from services.app import model as app_model
 from services.app import render as r
 
@@ -46,17 +46,6 @@ def log(msg: str) -> None:
     print(f"[release] {msg}", flush=True)
 
 
-def load_inventory(path: str):
-    from pyinfra.api import State
-    from pyinfra.context import ctx_state
-    from pyinfra_cli.inventory import make_inventory
-
-    # Releases read no secrets: the env files on the hosts stay as the apply wrote them.
-    os.environ["CODEB_RENDER_ONLY"] = "1"
-    with ctx_state.use(State()):
-        return make_inventory(str(REPO / path), cwd=str(REPO), group_data_directories=[str(REPO / "group_data")])
-
-
 @dataclass
 class Remote:
     """One app host, reached with the inventory's SSH settings; commands run under sudo."""
@@ -68,13 +57,13 @@ class Remote:
     started: bool = False
     switched: bool = False
 
-    def ssh_cmd(self) -> list[str]:
+    def ssh_cmd(self, remote: str) -> list[str]:
         d = {k: self.data.get(k) for k in ("ssh_key", "ssh_port", "ssh_known_hosts_file", "ssh_user")}
         d["ssh_hostname"] = self.data.get("ssh_hostname") or self.name
-        return ["ssh", *ssh.options(d), "-l", d.get("ssh_user") or "deploy", d["ssh_hostname"]]
+        return ssh.command(d, remote)
 
     def run(self, script: str, input_text: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run([*self.ssh_cmd(), "sudo -n sh -c " + shlex.quote(script)], input=input_text,
+        proc = subprocess.run(self.ssh_cmd("sudo -n sh -c " + shlex.quote(script)), input=input_text,
                               capture_output=True, text=True)
         if check and proc.returncode != 0:
             raise ReleaseError(f"{self.name}: `{script.splitlines()[0][:80]}` failed: "
@@ -95,7 +84,8 @@ def split_repo(image: str) -> str:
 
 class Release:
     def __init__(self, inventory_path: str, project: str, env: str):
-        self.inv = load_inventory(inventory_path)
+        # Releases read no secrets: the env files on the hosts stay as the apply wrote them.
+        self.inv = load_pyinfra_inventory(inventory_path)
         hosts = list(self.inv.get_group("app", default=[]))
         if not hosts:
             raise ReleaseError(f"{inventory_path}: no app hosts")

@@ -18,28 +18,20 @@ from __future__ import annotations
 
 import argparse
 import re
-import runpy
 import subprocess
 import sys
-from pathlib import Path
 
 from codeb import ssh
+from codeb.inventory import read_inventory
 
-REPO = Path(__file__).resolve().parents[1]
-
-GROUPS = ("app", "streaming", "storage", "backup")
 # An ISO-like timestamp with an explicit zone (offset or name): the restore must not
 # depend on the time zone of whoever types it.
 TARGET_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?\s*([+-]\d{2}(:?\d{2})?|Z|UTC|[A-Za-z_]+/[A-Za-z_]+)$")
 
 
 def hosts_of(env: str, group: str) -> list[tuple[str, dict]]:
-    groups = runpy.run_path(str(REPO / "inventory" / f"{env}.py"))
-    return list(groups.get(group, []))
-
-
-def ssh_command(data: dict, remote: str) -> list[str]:
-    return ssh.command(data, remote)
+    """(name, inventory data) of the environment's hosts in a group."""
+    return [(h.name, h.data) for h in read_inventory(env)[group]]
 
 
 def normalise_target(target: str) -> str:
@@ -61,7 +53,7 @@ def main(argv: list[str]) -> int:
     if args.what == "drill":
         (name, data), *_ = hosts_of(args.env, "backup")
         print(f"[restore-drill] on {name}", flush=True)
-        return subprocess.run(ssh_command(data, "sudo /usr/local/sbin/codeb-restore-drill")).returncode
+        return subprocess.run(ssh.command(data, "sudo /usr/local/sbin/codeb-restore-drill")).returncode
 
     if not args.target:
         raise SystemExit("usage: make restore ENV=<env> TARGET_TIME='<timestamp with zone>' [YES=1]")
@@ -77,7 +69,7 @@ def main(argv: list[str]) -> int:
             return 1
     quoted = "'" + target.replace("'", "'\"'\"'") + "'"
     print(f"[restore] {name}: point-in-time restore to {target}", flush=True)
-    return subprocess.run(ssh_command(data, f"sudo /usr/local/sbin/codeb-pitr {quoted}")).returncode
+    return subprocess.run(ssh.command(data, f"sudo /usr/local/sbin/codeb-pitr {quoted}")).returncode
 
 
 if __name__ == "__main__":

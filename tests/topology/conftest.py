@@ -5,6 +5,8 @@ Run after `make up` (or inside `make test`): `.venv/bin/pytest tests/topology`.
 
 from __future__ import annotations
 
+import functools
+import os
 import runpy
 import secrets
 import subprocess
@@ -20,38 +22,62 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-from lab.topology import BRIDGE, inventory_groups  # noqa: E402
+from codeb import ssh  # noqa: E402
+from codeb.inventory import Host  # noqa: E402
+from lab.topology import BRIDGE, SSH_CONFIG, inventory_hosts  # noqa: E402
 
 LAB = REPO / ".lab"
-SSH_CONFIG = LAB / "ssh" / "config"
-SSH_KEY = LAB / "ssh" / "id_ed25519"
 CA_CERT = LAB / "ca" / "root.crt"
-GROUPS = ("app", "streaming", "storage", "backup")
+
+
+# --- the local inventory, read once, when a test first needs it -----------------------------------
 
 
 @cache
-def inventory() -> dict[str, dict]:
-    """name -> {"addr": public address, "private": private address, "groups": [...]}."""
-    return inventory_groups()
+def inventory() -> dict[str, Host]:
+    """name -> Host (public_ip, private_ip, groups, data) of every host of inventory/local.py."""
+    return inventory_hosts()
 
 
 def hosts_in(group: str) -> list[str]:
-    return [name for name, h in inventory().items() if group in h["groups"]]
+    return [name for name, h in inventory().items() if group in h.groups]
+
+
+def first(group: str) -> str:
+    """The group's first host (the tests' app, storage, backup host ...)."""
+    return hosts_in(group)[0]
 
 
 def addr(name: str) -> str:
     """The host's public address: what the gateway (admin network) and vantage points reach."""
-    return inventory()[name]["addr"]
+    return inventory()[name].public_ip
 
 
 def private(name: str) -> str:
     """The host's private (mesh) address: what the other guests use for internal services."""
-    return inventory()[name]["private"]
+    return inventory()[name].private_ip
+
+
+def pytest_generate_tests(metafunc):
+    """Parametrize from the inventory at collection, never at import: `any_host` (name, testinfra
+    host) and, for tests marked `each_host` (optionally with a group, and the argument name
+    with arg=...), one test per host name."""
+    if "any_host" in metafunc.fixturenames:
+        metafunc.parametrize("any_host", list(inventory()), indirect=True)
+    marker = metafunc.definition.get_closest_marker("each_host")
+    if marker:
+        names = hosts_in(marker.args[0]) if marker.args else list(inventory())
+        metafunc.parametrize(marker.kwargs.get("arg", "name"), names)
+
+
+@pytest.fixture
+def any_host(request):
+    return request.param, connect(request.param)
 
 
 @cache
 def connect(name: str):
-    """A testinfra host over SSH as the deploy account, with sudo."""
+    """A testinfra host over SSH as the deploy account, with sudo (.lab/ssh/config: codeb/ssh.py's settings)."""
     return testinfra.get_host(f"ssh://{name}", ssh_config=str(SSH_CONFIG), sudo=True)
 
 
@@ -67,22 +93,52 @@ def lab_secrets() -> dict[str, str]:
     return yaml.safe_load((LAB / "secrets" / "local.yml").read_text())
 
 
-def gateway_ssh(user: str, address: str, *extra: str, timeout: int = 10) -> subprocess.CompletedProcess:
-    """An SSH attempt from the gateway with the topology key, as `user`."""
-    return subprocess.run(
-        ["ssh", "-i", str(SSH_KEY), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-         "-o", f"ConnectTimeout={timeout}", *extra, f"{user}@{address}", "true"],
-        capture_output=True, text=True, timeout=timeout + 10,
-    )
+# --- ssh, apply and plan ---------------------------------------------------------------------------
 
 
-ALL_HOSTS = list(inventory())
+def ssh_run(name: str, remote: str, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess:
+    """`remote` (a shell command line) on a host over SSH as the deploy account, with codeb/ssh.py's
+    host-key policy; secrets go on stdin only."""
+    return subprocess.run(ssh.command(inventory()[name].data, remote), input=stdin, capture_output=True, text=True,
+                          timeout=timeout)
 
 
-@pytest.fixture(params=ALL_HOSTS)
-def any_host(request):
-    return request.param, connect(request.param)
+def gateway_ssh(user: str, name: str, *extra: str, timeout: int = 10) -> subprocess.CompletedProcess:
+    """An SSH attempt from the gateway with the topology key, as `user`, to a host's public address."""
+    cmd = ssh.command(inventory()[name].data, "true", user=user, connect_timeout=timeout, extra=extra)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 10)
+
+
+def deploy(command: str, *args: str, env: dict | None = None, inventory_file: str | Path | None = None,
+           timeout: float = 900) -> subprocess.CompletedProcess:
+    """`python -m codeb.run <command> local` (apply, plan, bootstrap), as `make apply`/`make plan`
+    run it (pyinfra's output on stdout, a log in .lab/logs). `args` go to pyinfra (--limit, --data);
+    `env` is added to the environment; `inventory_file` replaces inventory/local.py."""
+    cmd = [sys.executable, "-m", "codeb.run", command, "local"]
+    if inventory_file:
+        cmd += ["--inventory", str(inventory_file)]
+    if args:
+        cmd += ["--", *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="session")
+def ssh_to():
+    """ssh_to(name, remote, stdin="", timeout=60): a command on a host as the deploy account."""
+    return ssh_run
+
+
+@pytest.fixture(scope="session")
+def apply():
+    """apply(*pyinfra_args, env=None, inventory_file=None): the deploy, applied."""
+    return functools.partial(deploy, "apply")
+
+
+@pytest.fixture(scope="session")
+def plan():
+    """plan(*pyinfra_args, env=None): the deploy's dry run with diffs; exit 0 clean, 2 drift."""
+    return functools.partial(deploy, "plan")
 
 
 # --- a capture of the public bridge for the whole session ---------------------------------------
@@ -90,11 +146,19 @@ def any_host(request):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "public_capture: reads the session's capture of the public bridge; runs last")
+    config.addinivalue_line("markers", "each_host(group=None, arg='name'): one test per host (of the group)")
+    # `destructive` is registered in pyproject.toml.
 
 
 def pytest_collection_modifyitems(config, items):
-    last = [i for i in items if i.get_closest_marker("public_capture")]
-    items[:] = [i for i in items if not i.get_closest_marker("public_capture")] + last
+    """Destructive tests (they stop services, restore, migrate, scale out, break an apply) run
+    after every other test, and the capture check after them all; each keeps its relative order."""
+    def rank(item) -> int:
+        if item.get_closest_marker("public_capture"):
+            return 2
+        return 1 if item.get_closest_marker("destructive") else 0
+
+    items[:] = sorted(items, key=rank)  # sorted() is stable
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -111,7 +175,7 @@ def public_capture():
         time.sleep(0.1)
     assert proc.poll() is None and pcap.exists(), "tcpdump did not start on the public bridge"
     canary = f"codeb-capture-canary-{secrets.token_hex(8)}".encode()
-    app = [n for n, h in inventory().items() if "app" in h["groups"]][0]
+    app = first("app")
     request = urllib.request.Request(f"http://{addr(app)}/", headers={"X-Canary": canary.decode()})
     try:
         urllib.request.urlopen(request, timeout=5).close()

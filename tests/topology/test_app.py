@@ -21,12 +21,15 @@ import time
 import pytest
 import yaml
 
-from tests.topology.conftest import CA_CERT, LAB, REPO, addr, connect, group_data, hosts_in
+from tests.topology.conftest import CA_CERT, LAB, REPO, addr, connect, first, group_data
 
-APP = hosts_in("app")[0]
-STORAGE = hosts_in("storage")[0]
-PY = str(REPO / ".venv" / "bin" / "python")
-PYINFRA = str(REPO / ".venv" / "bin" / "pyinfra")
+
+def app_host() -> str:
+    return first("app")
+
+
+def storage_host() -> str:
+    return first("storage")
 
 
 def registry():
@@ -41,10 +44,10 @@ def instance(name):
 
 def resolve(domain: str) -> str:
     """The domain's address from PowerDNS on the storage host."""
-    out = subprocess.run(["dig", "+short", "+time=2", "+tries=2", f"@{addr(STORAGE)}", domain, "A"],
+    out = subprocess.run(["dig", "+short", "+time=2", "+tries=2", f"@{addr(storage_host())}", domain, "A"],
                          capture_output=True, text=True).stdout.split()
     addrs = [a for a in out if re.fullmatch(r"[0-9.]+", a)]
-    assert addrs, f"PowerDNS on {STORAGE} does not resolve {domain}"
+    assert addrs, f"PowerDNS on {storage_host()} does not resolve {domain}"
     return addrs[0]
 
 
@@ -72,15 +75,18 @@ def get(domain: str, path: str = "/api/health", address: str | None = None):
 
 
 def state(inst) -> dict:
-    host = connect(APP)
+    host = connect(app_host())
     return json.loads(host.check_output(f"cat /var/lib/platform/releases/{inst.name}.json"))
 
 
-def apply(env_extra: dict | None = None, limit: bool = True) -> tuple[int, str]:
-    proc = subprocess.run([PYINFRA, "-y", "inventory/local.py", "deploy.py", *(["--limit", APP] if limit else [])],
-                          cwd=REPO,
-                          capture_output=True, text=True, env={**os.environ, **(env_extra or {})}, timeout=900)
+def applied(proc: subprocess.CompletedProcess) -> tuple[int, str]:
+    """(exit code, output) of an apply (the apply fixture)."""
     return proc.returncode, proc.stdout + proc.stderr
+
+
+def on_app_host(apply, env: dict | None = None) -> tuple[int, str]:
+    """The deploy applied to the app host only."""
+    return applied(apply("--limit", app_host(), env=env))
 
 
 def changes(output: str) -> str:
@@ -90,7 +96,7 @@ def changes(output: str) -> str:
 
 
 def started_at(unit: str) -> str:
-    return connect(APP).check_output(f"systemctl show -p ActiveEnterTimestampMonotonic --value {unit}")
+    return connect(app_host()).check_output(f"systemctl show -p ActiveEnterTimestampMonotonic --value {unit}")
 
 
 def active_units() -> dict[str, str]:
@@ -101,7 +107,7 @@ def active_units() -> dict[str, str]:
 
 
 def test_units_pass_quadlet_dryrun_on_the_app_host():
-    host = connect(APP)
+    host = connect(app_host())
     out = host.run("/usr/libexec/podman/quadlet -dryrun")
     assert out.rc == 0, out.stderr
     for inst in registry():
@@ -110,7 +116,7 @@ def test_units_pass_quadlet_dryrun_on_the_app_host():
 
 
 def test_env_files_are_private_and_complete():
-    host = connect(APP)
+    host = connect(app_host())
     for inst in registry():
         f = host.file(f"/etc/platform/apps/{inst.name}.env")
         assert f.exists and f.user == "root" and f.mode == 0o600, inst.name
@@ -127,7 +133,7 @@ def test_only_the_active_slot_runs_and_make_ports_matches():
     for line in out.splitlines()[1:]:
         project, env, slot, port, _ = line.split(None, 4)
         manifest[f"{project}-{env}-{slot}"] = int(port)
-    host = connect(APP)
+    host = connect(app_host())
     running = {}
     for line in host.check_output("podman ps --format '{{.Names}} {{.Ports}}'").splitlines():
         name, ports = line.split(" ", 1)
@@ -145,7 +151,7 @@ def test_only_the_active_slot_runs_and_make_ports_matches():
     # Slot ports are never reachable from outside the app host.
     for port in manifest.values():
         with pytest.raises(OSError):
-            socket.create_connection((addr(APP), port), timeout=2).close()
+            socket.create_connection((addr(app_host()), port), timeout=2).close()
 
 
 # --- Caddy ----------------------------------------------------------------------------------------
@@ -177,12 +183,13 @@ def test_demo_page_loads_the_centrifugo_client():
 def test_access_log_is_json():
     inst = registry()[0]
     get(inst.domains[0])
-    line = connect(APP).check_output("journalctl -u caddy -n 50 --no-pager -o cat | grep '\"http.log.access' | tail -1")
+    line = connect(app_host()).check_output("journalctl -u caddy -n 50 --no-pager -o cat | grep '\"http.log.access' | tail -1")
     assert json.loads(line)["request"]["host"] in inst.domains
 
 
+@pytest.mark.destructive
 def test_postgresql_stopped_gives_503_and_other_sites_keep_serving():
-    storage = connect(STORAGE)
+    storage = connect(storage_host())
     target, other = instance("workb-preview"), instance("codeb-dashboard-production")
     domain = target.domains[0]
     try:
@@ -250,6 +257,7 @@ def make(*args) -> subprocess.CompletedProcess:
     return subprocess.run(["make", "-s", *args], cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.destructive
 def test_release_then_rollback_without_a_failed_request():
     inst = instance("workb-preview")
     domain = inst.domains[0]
@@ -294,13 +302,14 @@ def test_a_release_that_fails_its_health_check_keeps_traffic():
     status, headers, _ = get(inst.domains[0])
     assert status == 200 and headers["x-upstream"].endswith(f":{inst.slot_ports[before['active']]}")
     idle = f"{inst.name}-{'green' if before['active'] == 'blue' else 'blue'}.service"
-    assert not connect(APP).service(idle).is_running
+    assert not connect(app_host()).service(idle).is_running
 
 
 # --- converge ------------------------------------------------------------------------------------
 
 
-def test_a_changed_env_file_switches_that_instance_slots_without_a_failed_request():
+@pytest.mark.destructive
+def test_a_changed_env_file_switches_that_instance_slots_without_a_failed_request(apply):
     """A changed secret of one instance (its S3 key, rotated as `make secrets` would: a new id
     and secret) rewrites its env file alone, and reaches the app through the release switch:
     the idle slot starts with the new env, Caddy moves, the old slot stops. No request fails,
@@ -323,45 +332,46 @@ def test_a_changed_env_file_switches_that_instance_slots_without_a_failed_reques
     hammer.start()
     try:
         # Every host: the storage host imports the new key, which the app's health check uses.
-        rc, out = apply({"CODEB_SECRETS_FILE": str(changed)}, limit=False)
+        rc, out = applied(apply(env={"CODEB_SECRETS_FILE": str(changed)}))
         assert rc == 0, out[-3000:]
         time.sleep(1)
         hammer.stop.set()
         hammer.join()
         new = state(target)["active"]
         assert new != old and state(target)["previous"] == old
-        assert not connect(APP).service(f"{target.name}-{old}.service").is_running
-        env = connect(APP).check_output(f"podman exec {target.name}-{new} printenv S3_ACCESS_KEY_ID")
+        assert not connect(app_host()).service(f"{target.name}-{old}.service").is_running
+        env = connect(app_host()).check_output(f"podman exec {target.name}-{new} printenv S3_ACCESS_KEY_ID")
         assert env == secrets[f"s3_key_id.{target.name}"]
         after = {name: started_at(unit) for name, unit in units.items()}
         assert {name for name in units if after[name] != before[name]} == {target.name}
         failures = [r for r in hammer.results if r[0] != 200]
         assert not failures, f"{len(failures)} of {len(hammer.results)} requests failed: {failures[:5]}"
         assert {u for _, u in hammer.results} == {f"127.0.0.1:{target.slot_ports[s]}" for s in (old, new)}
-        rc, out = apply({"CODEB_SECRETS_FILE": str(changed)}, limit=False)
+        rc, out = applied(apply(env={"CODEB_SECRETS_FILE": str(changed)}))
         assert rc == 0 and changes(out) == "-", out[-3000:]
     finally:
         hammer.stop.set()
         changed.unlink(missing_ok=True)
-        rc, out = apply(limit=False)
+        rc, out = applied(apply())
         assert rc == 0, out[-3000:]
 
 
-def test_second_apply_changes_nothing():
-    rc, out = apply()
+def test_second_apply_changes_nothing(apply):
+    rc, out = on_app_host(apply)
     assert rc == 0, out[-3000:]
     assert changes(out) == "-", [line for line in out.splitlines() if re.search(r"\s1\s+1\s+-\s+-\s*$", line)]
 
 
-def test_removing_an_instance_stops_and_removes_its_units_but_keeps_its_volume(tmp_path):
+@pytest.mark.destructive
+def test_removing_an_instance_stops_and_removes_its_units_but_keeps_its_volume(tmp_path, apply):
     target = instance("workb-preview")
     raw = yaml.safe_load((REPO / "group_data" / "projects.yml").read_text())
     del raw["projects"][target.project]["environments"][target.env]
     reduced = tmp_path / "projects.yml"
     reduced.write_text(yaml.safe_dump(raw))
-    host = connect(APP)
+    host = connect(app_host())
     try:
-        rc, out = apply({"CODEB_REGISTRY_FILE": str(reduced)})
+        rc, out = on_app_host(apply, {"CODEB_REGISTRY_FILE": str(reduced)})
         assert rc == 0, out[-3000:]
         for slot in ("blue", "green"):
             assert not host.file(f"/etc/containers/systemd/{target.name}-{slot}.container").exists
@@ -372,6 +382,6 @@ def test_removing_an_instance_stops_and_removes_its_units_but_keeps_its_volume(t
         # The other instances keep serving.
         assert get(instance("workb-production").domains[0])[0] == 200
     finally:
-        rc, out = apply()
+        rc, out = on_app_host(apply)
         assert rc == 0, out[-3000:]
     assert get(target.domains[0])[0] == 200

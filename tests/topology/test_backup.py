@@ -1,4 +1,4 @@
-"""The backup host (issue 6) against the running topology: pgBackRest over TLS, the RPO of
+"""The backup host against the running topology: pgBackRest over TLS, the RPO of
 continuous archiving, point-in-time restore, the restore drill, file backups and Prometheus.
 
 Run: .venv/bin/pytest tests/topology/test_backup.py
@@ -22,15 +22,21 @@ import pytest
 
 from codeb import registry
 from lab.topology import ssh_tunnel
-from tests.topology.conftest import CA_CERT, LAB, REPO, addr, connect, group_data, hosts_in, private
+from tests.topology.conftest import CA_CERT, LAB, REPO, addr, connect, first, group_data, hosts_in, private
 from tests.topology.s3_clients import config, python_client
 
-STORAGE = hosts_in("storage")[0]
-BACKUP = hosts_in("backup")[0]
 DATA = group_data()
 STANZA = DATA["pgbackrest_stanza"]
 PITR_DB = "backup_pitr_drill"
 RPO_DB = "backup_rpo_probe"
+
+
+def storage_host() -> str:
+    return first("storage")
+
+
+def backup_host() -> str:
+    return first("backup")
 
 
 def record(line: str) -> None:
@@ -40,18 +46,19 @@ def record(line: str) -> None:
         fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {line}\n")
 
 
-def run(host: str, command: str, timeout: int = 600) -> str:
+def host_output(host: str, command: str, timeout: int = 600) -> str:
+    """The output of a command on a host (as root); it must succeed."""
     out = connect(host).run(f"timeout {timeout} sh -c {json.dumps(command)}")
     assert out.rc == 0, f"{host}: {command}\n{out.stdout}\n{out.stderr}"
     return out.stdout.strip()
 
 
 def psql(sql: str, db: str = "postgres") -> str:
-    return run(STORAGE, f"runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d {db} -c {json.dumps(sql)}")
+    return host_output(storage_host(), f"runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d {db} -c {json.dumps(sql)}")
 
 
 def pgbackrest(*args: str) -> str:
-    return run(BACKUP, f"runuser -u postgres -- pgbackrest --stanza={STANZA} {' '.join(args)}")
+    return host_output(backup_host(), f"runuser -u postgres -- pgbackrest --stanza={STANZA} {' '.join(args)}")
 
 
 def make(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -70,14 +77,14 @@ def project_databases() -> list[str]:
 
 
 def test_same_pgbackrest_version_on_both_hosts():
-    versions = {h: run(h, "pgbackrest version") for h in (STORAGE, BACKUP)}
+    versions = {h: host_output(h, "pgbackrest version") for h in (storage_host(), backup_host())}
     assert len(set(versions.values())) == 1, versions
 
 
 def test_transport_is_tls_only_between_the_two_hosts():
     port = DATA["pgbackrest_tls_port"]
     for host in hosts_in("app") + hosts_in("streaming"):
-        for target in (STORAGE, BACKUP):
+        for target in (storage_host(), backup_host()):
             out = connect(host).run(f"timeout 3 bash -c 'echo > /dev/tcp/{private(target)}/{port}'")
             assert out.rc != 0, f"{host} reaches pgBackRest on {target}"
     # A client without a certificate from the backup CA gets nothing from the TLS server.
@@ -86,7 +93,7 @@ def test_transport_is_tls_only_between_the_two_hosts():
     ctx.verify_mode = ssl.CERT_NONE
     answered = b""
     try:
-        with socket.create_connection((addr(BACKUP), port), timeout=5) as raw:
+        with socket.create_connection((addr(backup_host()), port), timeout=5) as raw:
             with ctx.wrap_socket(raw) as tls:
                 tls.sendall(b"{}\n")
                 answered = tls.recv(100)
@@ -102,7 +109,7 @@ def test_archiving_settings_on_the_database_host():
     assert settings["archive_mode"] == "on"
     assert settings["archive_command"] == f"pgbackrest --stanza={STANZA} archive-push %p"
     assert int(settings["archive_timeout"]) == DATA["postgresql_archive_timeout"]
-    conf = run(STORAGE, "cat /etc/pgbackrest/pgbackrest.conf")
+    conf = host_output(storage_host(), "cat /etc/pgbackrest/pgbackrest.conf")
     assert "archive-async=y" in conf and "repo1-host-type=tls" in conf
 
 
@@ -112,7 +119,7 @@ def test_pgbackrest_check_passes():
 
 def in_repository(segment: str) -> bool:
     repo = f"{DATA['pgbackrest']['repo_path']}/archive/{STANZA}"
-    return bool(connect(BACKUP).run(f"find {repo} -name '{segment}-*' | head -1").stdout.strip())
+    return bool(connect(backup_host()).run(f"find {repo} -name '{segment}-*' | head -1").stdout.strip())
 
 
 def test_rpo_commit_reaches_the_repository_within_archive_timeout():
@@ -168,8 +175,8 @@ def test_timers_exist_with_their_schedules(key, unit, host):
 
 
 def test_verify_passes_and_is_published():
-    run(BACKUP, "/usr/local/sbin/codeb-pgbackrest-job verify", timeout=900)
-    text = run(BACKUP, f"cat {DATA['node_exporter_textfile_dir']}/codeb_pgbackrest_job_verify.prom")
+    host_output(backup_host(), "/usr/local/sbin/codeb-pgbackrest-job verify", timeout=900)
+    text = host_output(backup_host(), f"cat {DATA['node_exporter_textfile_dir']}/codeb_pgbackrest_job_verify.prom")
     assert 'codeb_pgbackrest_job_last_exit_code{job="verify"} 0' in text
 
 
@@ -183,10 +190,10 @@ def test_make_restore_drill_reports_result_and_duration():
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("restore drill:")][-1]
     assert line.startswith("restore drill: ok in ")
     record(f"drill: {line} (make: {time.monotonic() - start:.1f} s)")
-    text = run(BACKUP, f"cat {DATA['node_exporter_textfile_dir']}/codeb_restore_drill.prom")
+    text = host_output(backup_host(), f"cat {DATA['node_exporter_textfile_dir']}/codeb_restore_drill.prom")
     assert "codeb_restore_drill_success 1" in text
     # The scratch cluster is gone and nothing listens on the drill port.
-    assert connect(BACKUP).run(f"ss -Hltn 'sport = :{DATA['restore_drill_port']}'").stdout.strip() == ""
+    assert connect(backup_host()).run(f"ss -Hltn 'sport = :{DATA['restore_drill_port']}'").stdout.strip() == ""
 
 
 # --- file backups -------------------------------------------------------------------------------
@@ -195,25 +202,25 @@ def test_make_restore_drill_reports_result_and_duration():
 def test_an_s3_data_block_restores_from_the_file_backup():
     """Garage's data blocks and a metadata snapshot taken just before (ExecStartPre) are in
     the storage host's file backup; a block restores byte-identical."""
-    storage = connect(STORAGE)
+    storage = connect(storage_host())
     buckets = [i for i in registry.load().instances if "bucket" in i.needs]
     python_client("put_block", config(buckets[0], buckets[1]))
-    path = run(STORAGE, "find /var/lib/garage/data -type f -size +200k -mmin -5 | sort | head -1")
+    path = host_output(storage_host(), "find /var/lib/garage/data -type f -size +200k -mmin -5 | sort | head -1")
     assert path, "Garage wrote no data block for the object"
-    digest = run(STORAGE, f"sha256sum '{path}' | cut -d' ' -f1")
-    snapshots_before = run(STORAGE, "ls /var/lib/garage/meta/snapshots 2>/dev/null | sort").split()
+    digest = host_output(storage_host(), f"sha256sum '{path}' | cut -d' ' -f1")
+    snapshots_before = host_output(storage_host(), "ls /var/lib/garage/meta/snapshots 2>/dev/null | sort").split()
     start = time.monotonic()
-    run(STORAGE, "systemctl start codeb-file-backup.service", timeout=900)
-    record(f"file backup of {STORAGE}: {time.monotonic() - start:.1f} s")
-    assert "codeb_file_backup_last_exit_code 0" in run(
-        STORAGE, f"cat {DATA['node_exporter_textfile_dir']}/codeb_file_backup.prom")
-    snapshots = run(STORAGE, "ls /var/lib/garage/meta/snapshots | sort").split()
+    host_output(storage_host(), "systemctl start codeb-file-backup.service", timeout=900)
+    record(f"file backup of {storage_host()}: {time.monotonic() - start:.1f} s")
+    assert "codeb_file_backup_last_exit_code 0" in host_output(
+        storage_host(), f"cat {DATA['node_exporter_textfile_dir']}/codeb_file_backup.prom")
+    snapshots = host_output(storage_host(), "ls /var/lib/garage/meta/snapshots | sort").split()
     assert snapshots and snapshots[-1] not in snapshots_before, "no fresh metadata snapshot"
     # The documented single-file restore, on the backup host.
-    restored = run(BACKUP, f"codeb-file-restore {STORAGE} '{path}'").splitlines()[-1]
+    restored = host_output(backup_host(), f"codeb-file-restore {storage_host()} '{path}'").splitlines()[-1]
     assert restored.endswith(path)
-    assert run(BACKUP, f"sha256sum '{restored}' | cut -d' ' -f1") == digest
-    run(BACKUP, f"rm -rf /var/tmp/codeb-restore/{STORAGE}")
+    assert host_output(backup_host(), f"sha256sum '{restored}' | cut -d' ' -f1") == digest
+    host_output(backup_host(), f"rm -rf /var/tmp/codeb-restore/{storage_host()}")
     # Append-only: the client host cannot delete its snapshots.
     out = storage.run("set -a; . /etc/codeb/backup/restic.env; restic forget --keep-last 1 --prune 2>&1; "
                       "restic snapshots --json latest")
@@ -230,7 +237,7 @@ def test_an_s3_data_block_restores_from_the_file_backup():
 @pytest.fixture(scope="module")
 def prometheus_url():
     """Prometheus listens on the backup host's private address: admins reach it through an SSH tunnel."""
-    with ssh_tunnel(BACKUP, private(BACKUP), DATA["prometheus_port"]) as url:
+    with ssh_tunnel(backup_host(), private(backup_host()), DATA["prometheus_port"]) as url:
         yield url
 
 
@@ -278,7 +285,7 @@ def test_alert_rules_loaded(prometheus_url):
 def test_prometheus_only_through_an_admin_tunnel():
     """No host and no network reaches Prometheus; admins tunnel to it over SSH (see the fixture)."""
     for host in hosts_in("app") + hosts_in("storage"):
-        out = connect(host).run(f"timeout 3 bash -c 'echo > /dev/tcp/{private(BACKUP)}/{DATA['prometheus_port']}'")
+        out = connect(host).run(f"timeout 3 bash -c 'echo > /dev/tcp/{private(backup_host())}/{DATA['prometheus_port']}'")
         assert out.rc != 0, f"{host} reaches Prometheus"
 
 
@@ -308,6 +315,7 @@ def app_health_ok(deadline: float) -> bool | None:
     return not pending
 
 
+@pytest.mark.destructive
 def test_point_in_time_restore_keeps_rows_before_t_and_drops_rows_after():
     psql(f"DROP DATABASE IF EXISTS {PITR_DB} WITH (FORCE)")
     psql(f"CREATE DATABASE {PITR_DB}")
@@ -329,7 +337,7 @@ def test_point_in_time_restore_keeps_rows_before_t_and_drops_rows_after():
     assert rows == ["1|A", "2|A"], rows
     present = set(psql("SELECT datname FROM pg_database").splitlines())
     assert set(project_databases()) <= present
-    assert connect(STORAGE).service("pdns").is_running
+    assert connect(storage_host()).service("pdns").is_running
 
     health = app_health_ok(time.monotonic() + 90)
     if health is not None:

@@ -15,7 +15,7 @@ def test_hostname_and_platform_names(any_host):
     hosts_file = h.file("/etc/hosts").content_string
     for other, info in inventory().items():
         # Platform names are the private (mesh) addresses: what the hosts talk to each other on.
-        assert f"{info['private']}\t{other}.{DATA['platform_domain']} {other}" in hosts_file
+        assert f"{info.private_ip}\t{other}.{DATA['platform_domain']} {other}" in hosts_file
 
 
 def test_sshd_effective_config_is_hardened(any_host):
@@ -26,7 +26,7 @@ def test_sshd_effective_config_is_hardened(any_host):
         assert line in effective, line
     # Forwarding only where an internal UI runs, and only to it (admins' SSH tunnels).
     uis = sorted(f"{private(name) if a == 'private' else a}:{port}"
-                 for g, entries in DATA["admin_uis"].items() if g in inventory()[name]["groups"] for a, port in entries)
+                 for g, entries in DATA["admin_uis"].items() if g in inventory()[name].groups for a, port in entries)
     if uis:
         assert "allowtcpforwarding local" in effective
         assert f"permitopen {' '.join(uis)}" in effective
@@ -34,23 +34,23 @@ def test_sshd_effective_config_is_hardened(any_host):
         assert "allowtcpforwarding no" in effective
 
 
-@pytest.mark.parametrize("name", list(inventory()))
+@pytest.mark.each_host
 def test_root_login_is_refused(name):
-    proc = gateway_ssh("root", addr(name))
+    proc = gateway_ssh("root", name)
     assert proc.returncode == 255 and "Permission denied" in proc.stderr, proc.stderr
 
 
-@pytest.mark.parametrize("name", list(inventory()))
+@pytest.mark.each_host
 def test_password_authentication_is_refused(name):
-    proc = gateway_ssh(DATA["deploy_user"], addr(name), "-o", "PubkeyAuthentication=no",
+    proc = gateway_ssh(DATA["deploy_user"], name, "-o", "PubkeyAuthentication=no",
                        "-o", "PreferredAuthentications=password,keyboard-interactive")
     assert proc.returncode == 255
     assert "Permission denied (publickey)" in proc.stderr, proc.stderr
 
 
-@pytest.mark.parametrize("name", list(inventory()))
+@pytest.mark.each_host
 def test_deploy_account_logs_in_with_its_key(name):
-    proc = gateway_ssh(DATA["deploy_user"], addr(name))
+    proc = gateway_ssh(DATA["deploy_user"], name)
     assert proc.returncode == 0, proc.stderr
 
 
@@ -80,7 +80,7 @@ def test_node_exporter_answers_only_the_backup_host(any_host):
     url = f"http://{private(name)}:9100/metrics"
     for other in inventory():
         result = connect(other).run(f"curl -sS -m 3 -o /dev/null -w '%{{http_code}}' {url}")
-        if "backup" in inventory()[other]["groups"]:
+        if "backup" in inventory()[other].groups:
             assert result.stdout == "200", (other, result.stderr)
         elif other != name:
             assert result.rc != 0, f"{other} reached node-exporter on {name}"

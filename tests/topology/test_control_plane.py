@@ -5,7 +5,8 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
-import sys
+
+import pytest
 
 from lab.topology import guest_exec
 from services.garage import CONFIG as GARAGE_CONFIG
@@ -16,12 +17,8 @@ from tests.topology.conftest import REPO, connect, hosts_in, lab_secrets
 JOURNALD = "/etc/systemd/journald.conf.d/10-platform.conf"  # written by the baseline, before storage
 
 
-def run(*args):
-    return subprocess.run([sys.executable, "-m", "codeb.run", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=900)
-
-
-def test_a_failed_storage_phase_stops_every_later_operation_on_every_host():
+@pytest.mark.destructive
+def test_a_failed_storage_phase_stops_every_later_operation_on_every_host(apply):
     app, storage = connect(hosts_in("app")[0]), connect(hosts_in("storage")[0])
     site = sorted(app.check_output("ls /etc/caddy/sites").split())[0]
     site = f"/etc/caddy/sites/{site}"
@@ -34,7 +31,7 @@ def test_a_failed_storage_phase_stops_every_later_operation_on_every_host():
                             "printf '#!/bin/sh\\necho injected failure >&2\\nexit 1\\n' > /usr/sbin/runuser && "
                             "chmod 755 /usr/sbin/runuser")
     try:
-        failed = run("apply", "local")
+        failed = apply()
     finally:
         storage.run_expect([0], "mv /usr/sbin/runuser.codeb-test /usr/sbin/runuser")
     assert failed.returncode != 0, failed.stdout[-3000:]
@@ -42,7 +39,7 @@ def test_a_failed_storage_phase_stops_every_later_operation_on_every_host():
     # The baseline ran on the app host (its drift is repaired); nothing after the failure did.
     assert app.file(JOURNALD).content_string == journald_before
     assert "# drift-after-storage" in app.file(site).content_string, "an app operation ran after storage failed"
-    repaired = run("apply", "local")
+    repaired = apply()
     assert repaired.returncode == 0, repaired.stdout[-3000:]
     assert app.file(site).content_string == site_before
 
@@ -56,7 +53,8 @@ def running_exe(h, unit: str) -> tuple[str, str]:
     return pid, h.check_output(f"sha256sum /proc/{pid}/exe").split()[0]
 
 
-def test_pinned_binaries_are_swapped_under_running_services():
+@pytest.mark.destructive
+def test_pinned_binaries_are_swapped_under_running_services(apply):
     """The services run an on-disk binary that differs from the pin (as after a pin change):
     the apply installs the pinned one beside it, checks its digest, renames it into place and
     restarts the service on it. Copying over the running file would fail (text file busy)."""
@@ -74,8 +72,8 @@ def test_pinned_binaries_are_swapped_under_running_services():
     storage = cases[1][0]
     storage.run_expect([0], f"cd {GARAGE_STATE} && sha256sum /usr/local/bin/garage {GARAGE_UNIT} {GARAGE_CONFIG} "
                             "> server.applied")
-    apply = run("apply", "local")
-    assert apply.returncode == 0, apply.stdout[-3000:]
+    applied = apply()
+    assert applied.returncode == 0, applied.stdout[-3000:]
     for h, unit, path, pin in cases:
         assert h.service(unit).is_running
         _, running = running_exe(h, unit)
@@ -87,15 +85,13 @@ def test_pinned_binaries_are_swapped_under_running_services():
 # --- configuration is checked before it replaces the live file ------------------------------------
 
 
-def test_a_broken_render_fails_the_apply_and_leaves_the_live_file_and_service_alone():
+def test_a_broken_render_fails_the_apply_and_leaves_the_live_file_and_service_alone(apply):
     app = connect(hosts_in("app")[0])
     sites = sorted(app.check_output("ls /etc/caddy/sites").split())
     before = {s: app.check_output(f"sha256sum /etc/caddy/sites/{s}").split()[0] for s in sites}
     pid = app.check_output("systemctl show -p MainPID --value caddy")
     # Data that renders a site Caddy cannot parse (a duration of two words).
-    proc = subprocess.run([str(REPO / ".venv" / "bin" / "pyinfra"), "-y", "inventory/local.py", "deploy.py",
-                           "--data", "app_lb_health_interval=2 weeks"], cwd=REPO, capture_output=True, text=True,
-                          timeout=900)
+    proc = apply("--data", "app_lb_health_interval=2 weeks")
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out[-3000:]
     lines = [line for line in out.splitlines() if "rejected the rendered /etc/caddy/sites/" in line]
@@ -105,7 +101,7 @@ def test_a_broken_render_fails_the_apply_and_leaves_the_live_file_and_service_al
     assert after == before
     assert not app.run("ls /etc/caddy/sites/*.codeb-new").stdout.strip()
     assert app.service("caddy").is_running and app.check_output("systemctl show -p MainPID --value caddy") == pid
-    assert run("apply", "local").returncode == 0
+    assert apply().returncode == 0
 
 
 # --- secrets never pass through a place another user can read -------------------------------------
@@ -115,7 +111,8 @@ PG_KEY = "/etc/postgresql/17/main/server.key"
 REDIS_ACL = "/etc/redis/users.acl"
 
 
-def test_an_unprivileged_user_never_reads_a_secret_during_an_apply_that_writes_secrets():
+@pytest.mark.destructive
+def test_an_unprivileged_user_never_reads_a_secret_during_an_apply_that_writes_secrets(apply):
     n3 = connect(hosts_in("storage")[0])
     key_before = n3.check_output(f"cat {PG_KEY}")
     # An apply that writes secrets: a drifted secret file, and a missing one (a new destination
@@ -131,10 +128,10 @@ def test_an_unprivileged_user_never_reads_a_secret_during_an_apply_that_writes_s
     n3.run_expect([0], f"rm -rf {WATCH} && mkdir -m 1777 {WATCH} && "
                        f"(setsid runuser -u nobody -- sh -c {shlex.quote(watcher)} >/dev/null 2>&1 &)")
     try:
-        apply = run("apply", "local")
+        applied = apply()
     finally:
         n3.run(f"touch {WATCH}/stop; sleep 1")
-    assert apply.returncode == 0, apply.stdout[-3000:]
+    assert applied.returncode == 0, applied.stdout[-3000:]
     rounds = int(n3.check_output(f"cat {WATCH}/rounds"))
     seen = n3.check_output(f"cat {WATCH}/seen || true")
     n3.run(f"rm -rf {WATCH}")
@@ -151,7 +148,8 @@ def test_an_unprivileged_user_never_reads_a_secret_during_an_apply_that_writes_s
 # --- pinned host keys ---------------------------------------------------------------------------------
 
 
-def test_a_changed_host_key_stops_the_apply_before_any_operation(tmp_path):
+@pytest.mark.destructive
+def test_a_changed_host_key_stops_the_apply_before_any_operation(tmp_path, apply):
     """The storage host answers with another host key (its key files replaced: sshd reads them
     for every connection). The apply stops before any operation, naming the host."""
     name = hosts_in("storage")[0]
@@ -173,34 +171,30 @@ def test_a_changed_host_key_stops_the_apply_before_any_operation(tmp_path):
         for key in sorted((fresh / "etc" / "ssh").glob("ssh_host_*")):
             shutil.copy2(key, etc_ssh / key.name)
         restart_sshd()
-        apply = run("apply", "local")
+        refused = apply()
     finally:
         for key in keys:
             shutil.copy2(saved / key.name, etc_ssh / key.name)
         restart_sshd()
-    out = apply.stdout + apply.stderr
-    assert apply.returncode != 0, out[-3000:]
+    out = refused.stdout + refused.stderr
+    assert refused.returncode != 0, out[-3000:]
     assert "--> Starting operation" not in out, "an operation ran although a host key had changed"
     errors = [line for line in out.splitlines() if f"[{name}]" in line and "host key" in line.lower()]
     assert errors, out[-3000:]
-    assert run("apply", "local").returncode == 0
+    assert apply().returncode == 0
 
 
 # --- the platform CA is the environment's, not a control node's -----------------------------------
 
 
-def test_two_applies_from_two_clean_control_node_homes_issue_no_new_certificate(tmp_path):
+def test_two_applies_from_two_clean_control_node_homes_issue_no_new_certificate(tmp_path, apply):
     """No certificate state lives in a home directory (a fresh CI runner has none): applies
     from two empty homes change nothing, so no certificate is reissued and nothing restarts."""
-    import os
-
     from codeb import artifacts
 
     for home in ("home-a", "home-b"):
         (tmp_path / home).mkdir()
-        env = dict(os.environ, HOME=str(tmp_path / home), CODEB_ARTIFACT_CACHE=str(artifacts.CACHE))
-        proc = subprocess.run([sys.executable, "-m", "codeb.run", "apply", "local"], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=900)
+        proc = apply(env={"HOME": str(tmp_path / home), "CODEB_ARTIFACT_CACHE": str(artifacts.CACHE)})
         assert proc.returncode == 0, proc.stdout[-3000:]
         assert "[converge]" in proc.stdout and ", 0 change(s), exit 0" in proc.stdout, proc.stdout[-3000:]
         assert not any((tmp_path / home).rglob("*.key")), "a key was written into the control node's home"

@@ -16,9 +16,10 @@ import subprocess
 import pytest
 
 from codeb import shared
+from codeb.registry import HOST_GROUPS
 from lab.topology import ensure_vantage
 from services.baseline import model as baseline_model
-from tests.topology.conftest import SSH_CONFIG, addr, group_data, hosts_in, inventory, lab_secrets, private
+from tests.topology.conftest import addr, group_data, hosts_in, inventory, lab_secrets, private, ssh_run
 
 DATA = group_data()
 INTERNET = "10.77.0.200"  # on the public bridge, outside admin_networks
@@ -27,7 +28,7 @@ PUBLIC_PORTS = {"app": {80, 443}, "streaming": {80, 443}, "storage": {53}, "back
 
 def public_ports(name: str) -> set[int]:
     ports: set[int] = set()
-    for group in inventory()[name]["groups"]:
+    for group in inventory()[name].groups:
         ports |= PUBLIC_PORTS[group]
     return ports
 
@@ -64,22 +65,22 @@ def scan_from_admins():
     return syn_scan(netns=None)
 
 
-@pytest.mark.parametrize("name", list(inventory()))
+@pytest.mark.each_host
 def test_the_internet_sees_only_the_public_services(name, scan_from_internet):
     assert scan_from_internet[addr(name)] == public_ports(name), name
 
 
-@pytest.mark.parametrize("name", list(inventory()))
+@pytest.mark.each_host
 def test_admins_see_ssh_in_addition(name, scan_from_admins):
     assert scan_from_admins[addr(name)] == public_ports(name) | {22}, name
 
 
-@pytest.mark.parametrize("name", list(inventory()))
+@pytest.mark.each_host
 def test_dns_over_udp_answers_the_internet_only_on_dns_hosts(name, internet):
     ws = f"ws.{DATA['platform_domain']}"
     proc = subprocess.run(["ip", "netns", "exec", internet, "dig", "+notcp", "+time=2", "+tries=1", "+short",
                            f"@{addr(name)}", ws, "A"], capture_output=True, text=True, timeout=30)
-    if "storage" in inventory()[name]["groups"]:
+    if "storage" in inventory()[name].groups:
         assert proc.returncode == 0 and proc.stdout.split() == [addr(n) for n in hosts_in("streaming")], proc
     else:
         assert proc.returncode != 0 and "timed out" in proc.stdout + proc.stderr, proc
@@ -105,10 +106,10 @@ def internal_expectations() -> dict[str, list[tuple[str, int, bool]]]:
     """source host -> [(target address, port, should connect)] for every internal port of every
     other host: on its private address only from the groups the firewall data names, and never
     on its public address."""
-    priv = {g: sorted(private(n) for n in hosts_in(g)) for g in ("app", "streaming", "storage", "backup")}
+    priv = {g: sorted(private(n) for n in hosts_in(g)) for g in HOST_GROUPS}
     allowed: dict[tuple[str, int], set[str]] = {}  # (target, port) -> source networks
     for target in inventory():
-        for rule in shared.firewall_rules(inventory()[target]["groups"], DATA["firewall_services"], priv,
+        for rule in shared.firewall_rules(inventory()[target].groups, DATA["firewall_services"], priv,
                                           DATA["admin_networks"], private_interface=DATA["private_interface"]):
             if rule["iif"] and rule["proto"] == "tcp" and isinstance(rule["port"], int):
                 allowed.setdefault((target, rule["port"]), set()).update(rule["v4"])
@@ -130,13 +131,12 @@ wait
 """
 
 
-@pytest.mark.parametrize("source", list(inventory()))
+@pytest.mark.each_host(arg="source")
 def test_internal_ports_answer_only_over_the_mesh_and_only_to_the_hosts_that_need_them(source):
     probes = internal_expectations()[source]
     assert any(ok for _, _, ok in probes), "nothing to prove reachable"
     listing = "\n".join(f"{a} {p}" for a, p, _ in probes) + "\n"
-    result = subprocess.run(["ssh", "-F", str(SSH_CONFIG), source, f"bash -c {shlex.quote(PROBE)}"],
-                            input=listing, capture_output=True, text=True, timeout=120)
+    result = ssh_run(source, f"bash -c {shlex.quote(PROBE)}", stdin=listing, timeout=120)
     seen = {(a, int(p)): state == "open" for a, p, state in (line.split() for line in result.stdout.splitlines())}
     wrong = [(a, p, "expected open" if ok else "expected closed") for a, p, ok in probes if seen.get((a, p)) != ok]
     assert not wrong, (source, wrong)

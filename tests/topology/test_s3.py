@@ -13,14 +13,17 @@ import subprocess
 import pytest
 
 from codeb import registry, shared
-from tests.topology.conftest import REPO, connect, group_data, hosts_in, private
+from tests.topology.conftest import REPO, connect, first, group_data, private
 from tests.topology.s3_clients import config, in_app_netns, python_client
 
 DATA = group_data()
 REG = registry.load()
-STORAGE = hosts_in("storage")[0]
 NODE_DIR = REPO / "tests" / "topology" / "s3_node"
 BUCKETS = [i for i in REG.instances if "bucket" in i.needs]
+
+
+def storage_host() -> str:
+    return first("storage")
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,7 @@ def node_client():
 
 @pytest.fixture(scope="module")
 def n3():
-    return connect(STORAGE)
+    return connect(storage_host())
 
 
 def test_garage_runs_hardened_under_its_own_user(n3):
@@ -56,14 +59,14 @@ def test_garage_runs_hardened_under_its_own_user(n3):
 def test_garage_listens_on_the_private_address_only(n3):
     out = n3.check_output("ss -Htlnp | grep garage")
     ports = {line.split()[3] for line in out.splitlines()}
-    ip = private(STORAGE)
+    ip = private(storage_host())
     assert ports == {f"{ip}:{DATA['s3_port']}", f"{ip}:{DATA['garage_rpc_port']}", f"{ip}:{DATA['garage_admin_port']}"}
 
 
 def test_cluster_is_healthy_with_this_node_in_the_layout(n3):
     status = n3.check_output("garage -c /etc/garage.toml status")
     assert "HEALTHY NODES" in status and DATA["garage_zone"] in status
-    n3.check_output(f"curl -fsS -o /dev/null http://{private(STORAGE)}:{DATA['garage_admin_port']}/health")
+    n3.check_output(f"curl -fsS -o /dev/null http://{private(storage_host())}:{DATA['garage_admin_port']}/health")
 
 
 def test_codeb_garage_is_in_sync_after_the_apply(n3):
@@ -109,7 +112,7 @@ def test_the_advisories_requests_are_refused():
 
 
 def test_admin_api_refuses_without_the_token(n3):
-    url = f"http://{private(STORAGE)}:{DATA['garage_admin_port']}"
+    url = f"http://{private(storage_host())}:{DATA['garage_admin_port']}"
     assert n3.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' {url}/v2/ListKeys") in ("401", "403")
     assert n3.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' {url}/metrics") in ("401", "403")
 

@@ -20,15 +20,16 @@ import time
 import pytest
 
 from codeb import registry, shared
-from tests.topology.conftest import LAB, REPO, connect, group_data, hosts_in, private
+from tests.topology.conftest import LAB, REPO, connect, first, group_data, private
 from tests.topology.s3_clients import config, python_client
 from tests.topology.test_app import Hammer, resolve, state
 
-# The last release with MinIO (issues 11-13; before this one).
+# The lab goes back a release (MinIO) and migrates to this one.
+pytestmark = pytest.mark.destructive
+
+# The last release that ran MinIO (the one before this release).
 PREVIOUS_RELEASE = "a91323f820e2c77bc485998b4efb003fefc2de86"
 DATA = group_data()
-STORAGE = hosts_in("storage")[0]
-APP = hosts_in("app")[0]
 PY = str(REPO / ".venv" / "bin" / "python")
 PYINFRA = str(REPO / ".venv" / "bin" / "pyinfra")
 REG = registry.load()
@@ -38,7 +39,16 @@ APPS = [i for i in REG.instances if i.group == "app"]
 BULK_MB = int(os.environ.get("CODEB_MIGRATION_MB", "0"))
 
 
-def run(cmd: list[str], cwd, timeout: int = 1500, **env) -> subprocess.CompletedProcess:
+def storage_host() -> str:
+    return first("storage")
+
+
+def app_host() -> str:
+    return first("app")
+
+
+def must_pass(cmd: list[str], cwd, timeout: int = 1500, **env) -> subprocess.CompletedProcess:
+    """A control-node command in `cwd` (this tree or the previous release's); it must exit 0."""
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **env})
     assert proc.returncode == 0, f"{' '.join(cmd[:4])} failed:\n{(proc.stdout + proc.stderr)[-4000:]}"
@@ -55,14 +65,14 @@ def changes(output: str) -> str:
 def previous(tmp_path_factory):
     """A worktree of the previous release, using this lab (its .lab) and this venv."""
     where = tmp_path_factory.mktemp("previous") / "tree"
-    run(["git", "worktree", "add", "--detach", str(where), PREVIOUS_RELEASE], REPO, timeout=120)
+    must_pass(["git", "worktree", "add", "--detach", str(where), PREVIOUS_RELEASE], REPO, timeout=120)
     try:
         (where / ".lab").symlink_to(LAB)
         (where / ".venv").symlink_to(REPO / ".venv")
         # Its secrets (MinIO's root password, the MinIO-era S3 keys) join the lab's file, and its
         # pins are built (or found in the cache) as `make artifacts` would.
-        run([PY, "-m", "codeb.cli", "secrets", "local"], where)
-        run([PY, "-m", "codeb.artifacts", "build", "local"], where, timeout=1800)
+        must_pass([PY, "-m", "codeb.cli", "secrets", "local"], where)
+        must_pass([PY, "-m", "codeb.artifacts", "build", "local"], where, timeout=1800)
         yield where
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(where)], cwd=REPO, capture_output=True)
@@ -73,16 +83,16 @@ def minio_config(inst, other) -> dict:
     import yaml
 
     values = yaml.safe_load(secrets)
-    return {"endpoint": shared.s3_endpoint(private(STORAGE), 9000), "region": "us-east-1",
+    return {"endpoint": shared.s3_endpoint(private(storage_host()), 9000), "region": "us-east-1",
             "bucket": shared.bucket_name(inst), "other_bucket": shared.bucket_name(other),
             "key_id": inst.name, "secret": values[f"s3_secret_key.{inst.name}"]}
 
 
 def test_minio_to_garage_with_every_object_and_no_failed_request(previous):
-    storage = connect(STORAGE)
+    storage = connect(storage_host())
     # 1. Back to the previous release: MinIO serves the apps.
     start = time.monotonic()
-    run([PYINFRA, "-y", "inventory/local.py", "deploy.py"], previous)
+    must_pass([PYINFRA, "-y", "inventory/local.py", "deploy.py"], previous)
     print(f"previous release applied in {time.monotonic() - start:.0f} s")
     assert storage.service("minio").is_running
 
@@ -99,15 +109,15 @@ def test_minio_to_garage_with_every_object_and_no_failed_request(previous):
     size = storage.check_output("du -sb /var/lib/minio/data | cut -f1")
 
     # 3. This release, under load on every app's health (a write and a read of its bucket).
-    # Connection resets during Caddy's reload (Debian's Caddy 2.6; the Caddy upgrade is the
-    # realtime issue's) are retried once, as clients do, and reported; any HTTP error fails.
+    # Connection resets during Caddy's reload (Debian's Caddy 2.6 may reset a connection it
+    # was about to serve) are retried once, as clients do, and reported; any HTTP error fails.
     hammers = {i.name: Hammer(i.domains[0], resolve(i.domains[0]), limit=900, retry_resets=True) for i in APPS}
     before = {i.name: state(i)["active"] for i in APPS}
     for h in hammers.values():
         h.start()
     start = time.monotonic()
     try:
-        run([PYINFRA, "-y", "inventory/local.py", "deploy.py"], REPO)
+        must_pass([PYINFRA, "-y", "inventory/local.py", "deploy.py"], REPO)
     finally:
         for h in hammers.values():
             h.stop.set()
@@ -130,7 +140,7 @@ def test_minio_to_garage_with_every_object_and_no_failed_request(previous):
         changed = {k for k, v in written[inst.name].items() if now.get(k) != v}
         assert not changed, (inst.name, sorted(changed))
     # The apps moved through the release switch and run with their Garage keys.
-    app = connect(APP)
+    app = connect(app_host())
     secrets = __import__("yaml").safe_load((LAB / "secrets" / "local.yml").read_text())
     for inst in APPS:
         after = state(inst)["active"]
@@ -151,6 +161,6 @@ def test_minio_to_garage_with_every_object_and_no_failed_request(previous):
     assert "migration" not in storage.check_output("garage -c /etc/garage.toml key list")
 
     # 6. Converged: the next apply changes nothing.
-    again = run([PYINFRA, "-y", "inventory/local.py", "deploy.py"], REPO)
+    again = must_pass([PYINFRA, "-y", "inventory/local.py", "deploy.py"], REPO)
     out = again.stdout + again.stderr
     assert changes(out) == "-", out[-3000:]

@@ -1,8 +1,11 @@
 """Scale-out: a second app host added to the local inventory joins everything; removed, it leaves no trace.
 
-The test edits inventory/local.py exactly as an operator would (and restores it in
-`finally`), runs `make up`'s harness (which creates the new guest) and the real
-bootstrap + apply, then checks from the gateway and on the hosts.
+The test writes a copy of inventory/local.py with one more app host, as an operator would add
+it, into a temporary directory (the tracked inventory is never edited). The harness brings the
+topology up from that copy (it creates the new guest) and the real bootstrap + apply run on it;
+the checks are made from the gateway and on the hosts. Then, whatever happened, the topology is
+brought back to inventory/local.py (the harness removes the guest, an apply removes the host
+from every other host's configuration) and the test checks that nothing of the host is left.
 """
 
 from __future__ import annotations
@@ -13,18 +16,37 @@ import sys
 
 import pytest
 
-from tests.topology.conftest import CA_CERT, REPO, addr, connect, hosts_in, inventory, private
+from lab.topology import INVENTORY
+from tests.topology.conftest import CA_CERT, REPO, addr, connect, deploy, first, inventory, private
 
-INVENTORY = REPO / "inventory" / "local.py"
 NEW, NEW_ADDR, NEW_PRIVATE = "n1-2", "10.77.0.21", "10.78.0.21"
 DOMAIN = "dashboard.codeb.kr"  # codeb-dashboard-production: round_robin
-STORAGE = hosts_in("storage")[0]
 
 
-def sh(*cmd, timeout=1800):
-    proc = subprocess.run([sys.executable, *cmd], cwd=REPO, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    return proc.stdout
+def harness(*args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
+    """python -m lab.topology ARGS (the local topology harness)."""
+    return subprocess.run([sys.executable, "-m", "lab.topology", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def ok(proc: subprocess.CompletedProcess) -> bool:
+    return proc.returncode == 0
+
+
+def tail(proc: subprocess.CompletedProcess) -> str:
+    return proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+def with_extra_host(directory) -> str:
+    """A copy of inventory/local.py with the extra app host, in `directory`; its path."""
+    original = INVENTORY.read_text()
+    marker = "local = environment_group("
+    assert marker in original
+    extra = (f'\napp.append(("{NEW}", {{"ssh_hostname": "{NEW_ADDR}", "public_ip": "{NEW_ADDR}", '
+             f'"private_ip": "{NEW_PRIVATE}", **_ssh}}))\n')
+    path = directory / "local.py"  # the file's name is the environment group's, as pyinfra reads it
+    path.write_text(original.replace(marker, extra + marker, 1))
+    return str(path)
 
 
 def upstreams_seen(via: str, n: int = 12) -> set[str]:
@@ -42,7 +64,7 @@ def upstreams_seen(via: str, n: int = 12) -> set[str]:
 
 def traces(address: str, public: str) -> dict[str, bool]:
     """Where the new host's private (and, for the mesh, public) address shows up on the other hosts."""
-    n3, n1 = connect(STORAGE), connect(hosts_in("app")[0])
+    n3, n1 = connect(first("storage")), connect(first("app"))
     hba = n3.check_output("cat /etc/postgresql/17/main/pg_hba.conf")
     return {
         "mesh peer on the storage host": address in n3.check_output("wg show wg0 allowed-ips"),
@@ -55,36 +77,39 @@ def traces(address: str, public: str) -> dict[str, bool]:
     }
 
 
-@pytest.mark.skipif(NEW in inventory(), reason="inventory already has the extra host")
-def test_second_app_host_joins_and_leaves_without_trace():
-    original = INVENTORY.read_text()
-    extra = (f'\napp.append(("{NEW}", {{"ssh_hostname": "{NEW_ADDR}", "public_ip": "{NEW_ADDR}", '
-             f'"private_ip": "{NEW_PRIVATE}", **_ssh}}))\n')
-    marker = 'local = environment_group('
-    assert marker in original
+@pytest.mark.destructive
+def test_second_app_host_joins_and_leaves_without_trace(tmp_path, apply):
+    if NEW in inventory():
+        pytest.skip("inventory/local.py already has the extra host")
+    app, storage = first("app"), first("storage")
+    scaled = with_extra_host(tmp_path)
     try:
-        INVENTORY.write_text(original.replace(marker, extra + marker, 1))
-        sh("-m", "lab.topology", "up")
-        sh("-m", "codeb.run", "bootstrap", "local")
+        up = harness("up", "--inventory", scaled)
+        assert ok(up), tail(up)
+        joined = deploy("bootstrap", inventory_file=scaled, timeout=1800)
+        assert ok(joined), tail(joined)
         assert all(traces(NEW_PRIVATE, NEW_ADDR).values()), traces(NEW_PRIVATE, NEW_ADDR)
         # The new host joined the mesh: the storage host reaches it over its private address.
-        assert connect(STORAGE).run(f"ping -c1 -W3 {NEW_PRIVATE}").rc == 0
+        assert connect(storage).run(f"ping -c1 -W3 {NEW_PRIVATE}").rc == 0
         # Both hosts' Caddy balance across both hosts (round robin), over the private network:
         # the upstream header shows both private addresses.
-        for via in (addr(hosts_in("app")[0]), NEW_ADDR):
+        for via in (addr(app), NEW_ADDR):
             seen = upstreams_seen(via)
-            assert {u.split(":")[0] for u in seen} == {private(hosts_in("app")[0]), NEW_PRIVATE}, (via, seen)
+            assert {u.split(":")[0] for u in seen} == {private(app), NEW_PRIVATE}, (via, seen)
         # The new host's own slot reaches PostgreSQL and Redis (pg_hba, ACLs and firewalls admitted it).
         slots = " ".join(f"http://{NEW_PRIVATE}:{p}/api/health" for p in (4000, 4001))
         body = connect(NEW).check_output(f"for u in {slots}; do curl -fsS -m 5 $u && break; done")
         health = json.loads(body)
         assert health["checks"]["database"]["ok"] and health["checks"]["redis"]["ok"], health
     finally:
-        INVENTORY.write_text(original)
-    sh("-m", "lab.topology", "up")  # removes the guest that left the inventory
-    sh("-m", "codeb.run", "apply", "local")
+        # Back to inventory/local.py, even after a failure above: the harness removes the guest
+        # that is not in it, the apply removes the host from the others' configuration.
+        down = harness("up")
+        back = apply(timeout=1800)
+    assert ok(down), tail(down)
+    assert ok(back), tail(back)
     left = traces(NEW_PRIVATE, NEW_ADDR)
     assert not any(left.values()), left
     assert not (REPO / ".lab" / "guests" / NEW).exists()
     # Back to one app host: traffic is served locally again.
-    assert {u.split(":")[0] for u in upstreams_seen(addr(hosts_in("app")[0]), 3)} == {"127.0.0.1"}
+    assert {u.split(":")[0] for u in upstreams_seen(addr(app), 3)} == {"127.0.0.1"}

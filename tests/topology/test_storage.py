@@ -1,5 +1,7 @@
-"""Issue 3 on the running topology: the storage host's services, checked on n3 and with
-real clients from an app host (n1) and from a host that is not one (n2).
+"""The storage host's services on the running topology (PostgreSQL, Redis, Garage, PowerDNS):
+checked on the storage host (n3) and with real clients from an app host (n1) and from a host
+that is not one (n2): each project reaches only its own database, keys and bucket, over TLS
+where the protocol has it, and the registry alone adds and removes a project's access.
 
 Secrets come from the lab's secrets file and reach the client hosts only on stdin
 (written to a temporary 0600 file for the duration of one command), never on a
@@ -15,18 +17,41 @@ import subprocess
 import pytest
 
 from codeb import registry, shared
+from codeb.registry import HOST_GROUPS
 from services.app import model as app_model
 from services.powerdns import model as powerdns_model
-from tests.topology.conftest import SSH_CONFIG, addr, connect, group_data, hosts_in, lab_secrets, private
+from tests.topology.conftest import REPO, addr, connect, first, group_data, hosts_in, lab_secrets, private, ssh_run
 
 DATA = group_data()
 REG = registry.load()
-STORAGE = hosts_in("storage")[0]
-APP = hosts_in("app")[0]
-OTHER = hosts_in("streaming")[0]  # not an app host
-DB_IP = private(STORAGE)  # internal services: the storage host's private (mesh) address
-DB_PUBLIC = addr(STORAGE)  # DNS also answers on the public address
-APP_IPS = sorted(addr(n) for n in hosts_in("app"))  # published records: the app hosts' public addresses
+
+
+def storage_host() -> str:
+    return first("storage")
+
+
+def app_host() -> str:
+    return first("app")
+
+
+def other_host() -> str:
+    """A host that is not an app host."""
+    return first("streaming")
+
+
+def db_ip() -> str:
+    """Internal services: the storage host's private (mesh) address."""
+    return private(storage_host())
+
+
+def db_public() -> str:
+    """DNS also answers on the public address."""
+    return addr(storage_host())
+
+
+def app_ips() -> list[str]:
+    """Published records: the app hosts' public addresses."""
+    return sorted(addr(n) for n in hosts_in("app"))
 
 
 def with_need(need):
@@ -37,14 +62,12 @@ def run_with_secret(name: str, secret: str, command: str, timeout: int = 60) -> 
     """Run `command` on `name`; `$SECRET_FILE` is a 0600 file holding `secret`, given on stdin."""
     script = ('umask 077; SECRET_FILE=$(mktemp); trap \'rm -f "$SECRET_FILE"\' EXIT; '
               'cat > "$SECRET_FILE"; export SECRET_FILE; ' + command)
-    return subprocess.run(["ssh", "-F", str(SSH_CONFIG), name, "bash", "-c", shlex.quote(script)],
-                          input=secret, capture_output=True, text=True, timeout=timeout)
+    return ssh_run(name, f"bash -c {shlex.quote(script)}", stdin=secret, timeout=timeout)
 
 
 def tcp_open(src: str, ip: str, port: int) -> bool:
-    proc = subprocess.run(["ssh", "-F", str(SSH_CONFIG), src,
-                           f"timeout 3 bash -c 'exec 3<>/dev/tcp/{ip}/{port}' && echo open || echo closed"],
-                          capture_output=True, text=True, timeout=30)
+    proc = ssh_run(src, f"timeout 3 bash -c 'exec 3<>/dev/tcp/{ip}/{port}' && echo open || echo closed",
+                   timeout=30)
     return proc.stdout.strip() == "open"
 
 
@@ -53,7 +76,7 @@ def tcp_open(src: str, ip: str, port: int) -> bool:
 
 @pytest.fixture(scope="module")
 def n3():
-    return connect(STORAGE)
+    return connect(storage_host())
 
 
 @pytest.mark.parametrize("service", [f"postgresql@{DATA['postgresql_version']}-main", "redis-server", "garage",
@@ -75,14 +98,14 @@ def listeners(n3, proto: str) -> dict[int, set[str]]:
 def test_listening_only_on_expected_addresses(n3):
     tcp = listeners(n3, "t")
     loop = {"127.0.0.1", "::1"}
-    assert tcp[DATA["postgresql_port"]] == loop | {DB_IP}
-    assert tcp[DATA["redis_port"]] == loop | {DB_IP}
+    assert tcp[DATA["postgresql_port"]] == loop | {db_ip()}
+    assert tcp[DATA["redis_port"]] == loop | {db_ip()}
     for port in (DATA["s3_port"], DATA["garage_rpc_port"], DATA["garage_admin_port"]):
-        assert tcp[port] == {DB_IP}
-    assert tcp[53] == {"127.0.0.1", DB_IP, DB_PUBLIC}
-    assert tcp[DATA["pdns_api_port"]] == {DB_IP}
+        assert tcp[port] == {db_ip()}
+    assert tcp[53] == {"127.0.0.1", db_ip(), db_public()}
+    assert tcp[DATA["pdns_api_port"]] == {db_ip()}
     assert 9000 not in tcp and 9001 not in tcp  # no MinIO left
-    assert listeners(n3, "u")[53] == {"127.0.0.1", DB_IP, DB_PUBLIC}
+    assert listeners(n3, "u")[53] == {"127.0.0.1", db_ip(), db_public()}
     # Nothing of ours on a wildcard address.
     for port in (DATA["postgresql_port"], DATA["redis_port"], DATA["s3_port"], 53, DATA["pdns_api_port"]):
         assert not tcp[port] & {"0.0.0.0", "*", "::"}
@@ -137,13 +160,13 @@ def test_public_connect_revoked_and_owner_set(n3):
 
 
 def test_garage_health_endpoint(n3):
-    n3.check_output(f"curl -fsS -o /dev/null http://{DB_IP}:{DATA['garage_admin_port']}/health")
+    n3.check_output(f"curl -fsS -o /dev/null http://{db_ip()}:{DATA['garage_admin_port']}/health")
 
 
 def test_dns_zones_hold_exactly_the_derived_records(n3):
     """Records that leave the registry leave DNS: nothing beyond what powerdns_model.dns_zones wants."""
-    hosts = sorted((n, addr(n)) for n in {h for g in ("app", "streaming", "storage", "backup") for h in hosts_in(g)})
-    addrs = {g: sorted(addr(n) for n in hosts_in(g)) for g in ("app", "streaming", "storage", "backup")}
+    hosts = sorted((n, addr(n)) for n in {h for g in HOST_GROUPS for h in hosts_in(g)})
+    addrs = {g: sorted(addr(n) for n in hosts_in(g)) for g in HOST_GROUPS}
     zones = powerdns_model.dns_zones(DATA["platform_domain"], hosts, addrs, REG.instances)
     assert set(n3.check_output("pdnsutil list-all-zones").split()) == set(zones)
     for zone, z in zones.items():
@@ -159,15 +182,20 @@ def test_dns_zones_hold_exactly_the_derived_records(n3):
 # --- from an app host -------------------------------------------------------------------
 
 
-DB_NAME = f"{STORAGE}.{DATA['platform_domain']}"  # in the server's certificate; /etc/hosts: private address
+def db_name() -> str:
+    """The storage host's platform name: in the server's certificate; /etc/hosts: private address."""
+    return f"{storage_host()}.{DATA['platform_domain']}"
+
+
 CA_FILE = shared.PLATFORM_CA_FILE
 
 
-def psql(inst_db: str, role: str, password: str, sslmode: str = "require", host: str = DB_IP):
+def psql(inst_db: str, role: str, password: str, sslmode: str = "require", host: str | None = None):
     # PGPASSFILE line: host:port:database:user:password
+    host = host or db_ip()
     tls = f"sslmode={sslmode}" + (f" sslrootcert={CA_FILE}" if sslmode.startswith("verify") else "")
     return run_with_secret(
-        APP, f"{host}:{DATA['postgresql_port']}:*:{role}:{password}\n",
+        app_host(), f"{host}:{DATA['postgresql_port']}:*:{role}:{password}\n",
         f"PGPASSFILE=$SECRET_FILE PGCONNECT_TIMEOUT=5 psql -XAt "
         f"'host={host} port={DATA['postgresql_port']} dbname={inst_db} user={role} {tls}' "
         "-c 'SELECT current_user, current_database(), ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()'")
@@ -177,16 +205,16 @@ def test_psql_verifies_the_server_certificate_for_the_storage_hosts_name():
     """What the apps' DATABASE_URL does: verify-full against the platform CA, by name."""
     inst = with_need("database")[0]
     pw = lab_secrets()[shared.secret_db_password(inst)]
-    proc = psql(shared.db_name(inst), shared.db_role(inst), pw, sslmode="verify-full", host=DB_NAME)
+    proc = psql(shared.db_name(inst), shared.db_role(inst), pw, sslmode="verify-full", host=db_name())
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"{shared.db_role(inst)}|{shared.db_name(inst)}|t"
     # The check is real: the same server reached by an address its certificate does not
     # name fails verification.
-    proc = psql(shared.db_name(inst), shared.db_role(inst), pw, sslmode="verify-full", host=DB_IP)
+    proc = psql(shared.db_name(inst), shared.db_role(inst), pw, sslmode="verify-full", host=db_ip())
     assert proc.returncode != 0 and "does not match host name" in proc.stderr, proc.stderr
     # And the apps are configured that way.
-    env = connect(APP).check_output(f"grep ^DATABASE_URL= {app_model.env_file_path(inst)}")
-    by_name = f"@{DB_NAME}:{DATA['postgresql_port']}/" in env
+    env = connect(app_host()).check_output(f"grep ^DATABASE_URL= {app_model.env_file_path(inst)}")
+    by_name = f"@{db_name()}:{DATA['postgresql_port']}/" in env
     verified = env.endswith(f"?sslmode=verify-full&sslrootcert={CA_FILE}")
     del env  # holds the password: never in an assertion message
     assert by_name and verified, "DATABASE_URL does not verify the storage host's certificate by name"
@@ -218,9 +246,9 @@ def test_psql_refused_without_tls_and_with_wrong_password():
 
 def redis_cli(user: str, password: str, *args: str):
     cmd = " ".join(shlex.quote(a) for a in args)
-    return run_with_secret(APP, f"REDISCLI_AUTH={password}\n",
+    return run_with_secret(app_host(), f"REDISCLI_AUTH={password}\n",
                            f"set -a; . $SECRET_FILE; set +a; redis-cli --no-auth-warning --user {user} "
-                           f"-h {DB_IP} -p {DATA['redis_port']} {cmd}")
+                           f"-h {db_ip()} -p {DATA['redis_port']} {cmd}")
 
 
 def test_redis_user_limited_to_its_prefix():
@@ -239,8 +267,7 @@ def test_redis_user_limited_to_its_prefix():
 
 
 def test_redis_default_user_is_off():
-    proc = subprocess.run(["ssh", "-F", str(SSH_CONFIG), APP, f"redis-cli -h {DB_IP} PING"],
-                          capture_output=True, text=True, timeout=30)
+    proc = ssh_run(app_host(), f"redis-cli -h {db_ip()} PING", timeout=30)
     assert "NOAUTH" in proc.stdout + proc.stderr
 
 
@@ -261,9 +288,9 @@ def s3(method: str, inst, path: str, data: str | None = None, secret: str | None
     secret = secret or lab_secrets()[shared.secret_s3_key_secret(inst)]
     body = f"--data-binary {shlex.quote(data)}" if data is not None else ""
     return run_with_secret(
-        APP, f'user = "{key}:{secret}"\n',
+        app_host(), f'user = "{key}:{secret}"\n',
         f"curl -sS -o /dev/stderr -w '%{{http_code}}' -K $SECRET_FILE --aws-sigv4 'aws:amz:{DATA['s3_region']}:s3' "
-        f"-X {method} {body} http://{DB_IP}:{DATA['s3_port']}/{path}")
+        f"-X {method} {body} http://{db_ip()}:{DATA['s3_port']}/{path}")
 
 
 def test_s3_client_writes_and_reads_own_bucket_and_is_denied_another():
@@ -284,27 +311,25 @@ def test_s3_client_writes_and_reads_own_bucket_and_is_denied_another():
 
 @pytest.mark.parametrize("name", sorted({d for i in REG.instances for d in i.domains}))
 def test_dig_answers_every_registry_domain(name):
-    proc = subprocess.run(["ssh", "-F", str(SSH_CONFIG), APP, f"dig +short +time=3 +tries=1 @{DB_IP} A {name}"],
-                          capture_output=True, text=True, timeout=30)
-    assert sorted(proc.stdout.split()) == APP_IPS, proc.stdout + proc.stderr
+    proc = ssh_run(app_host(), f"dig +short +time=3 +tries=1 @{db_ip()} A {name}", timeout=30)
+    assert sorted(proc.stdout.split()) == app_ips(), proc.stdout + proc.stderr
 
 
 def test_dig_answers_platform_names():
     pd = DATA["platform_domain"]
-    want = {f"api.{pd}": APP_IPS, f"ws.{pd}": sorted(addr(n) for n in hosts_in("streaming")),
-            f"db.{pd}": [DB_PUBLIC], **{f"{n}.{pd}": [addr(n)] for n in ("n1", "n2", "n3", "n4")}}
+    want = {f"api.{pd}": app_ips(), f"ws.{pd}": sorted(addr(n) for n in hosts_in("streaming")),
+            f"db.{pd}": [db_public()], **{f"{n}.{pd}": [addr(n)] for n in ("n1", "n2", "n3", "n4")}}
     for name, ips in want.items():
-        out = subprocess.run(["ssh", "-F", str(SSH_CONFIG), APP, f"dig +short +time=3 +tries=1 @{DB_IP} A {name}"],
-                             capture_output=True, text=True, timeout=30).stdout
+        out = ssh_run(app_host(), f"dig +short +time=3 +tries=1 @{db_ip()} A {name}", timeout=30).stdout
         assert sorted(out.split()) == ips, name
 
 
 def test_pdns_api_from_app_host_needs_the_key():
-    url = f"http://{DB_IP}:{DATA['pdns_api_port']}/api/v1/servers/localhost/zones"
-    ok = run_with_secret(APP, f"X-API-Key: {lab_secrets()['pdns_api_key']}\n",
+    url = f"http://{db_ip()}:{DATA['pdns_api_port']}/api/v1/servers/localhost/zones"
+    ok = run_with_secret(app_host(), f"X-API-Key: {lab_secrets()['pdns_api_key']}\n",
                          f"curl -sS -o /dev/null -w '%{{http_code}}' -H @$SECRET_FILE {url}")
     assert ok.stdout == "200", ok.stderr
-    bad = run_with_secret(APP, "X-API-Key: wrong\n", f"curl -sS -o /dev/null -w '%{{http_code}}' -H @$SECRET_FILE {url}")
+    bad = run_with_secret(app_host(), "X-API-Key: wrong\n", f"curl -sS -o /dev/null -w '%{{http_code}}' -H @$SECRET_FILE {url}")
     assert bad.stdout == "401"
 
 
@@ -316,7 +341,7 @@ PRIVATE_PORTS = {"postgresql": DATA["postgresql_port"], "redis": DATA["redis_por
 
 @pytest.mark.parametrize("service", sorted(PRIVATE_PORTS))
 def test_reachable_from_app_host(service):
-    assert tcp_open(APP, DB_IP, PRIVATE_PORTS[service])
+    assert tcp_open(app_host(), db_ip(), PRIVATE_PORTS[service])
 
 
 @pytest.mark.parametrize("service", sorted(PRIVATE_PORTS))
@@ -327,20 +352,19 @@ def test_non_app_host_reaches_only_what_the_firewall_table_allows(service):
     sources = DATA["firewall_services"][service]["from"]
     allowed = OTHER_GROUP in sources or (clustered and f"{OTHER_GROUP}@cluster" in sources)
     assert service == "redis" or not allowed
-    assert tcp_open(OTHER, DB_IP, PRIVATE_PORTS[service]) is allowed
+    assert tcp_open(other_host(), db_ip(), PRIVATE_PORTS[service]) is allowed
 
 
 OTHER_GROUP = "streaming"
 
 
 def test_dns_port_open_to_everyone():
-    assert tcp_open(OTHER, DB_IP, 53)
-    assert tcp_open(APP, DB_IP, 53)
+    assert tcp_open(other_host(), db_ip(), 53)
+    assert tcp_open(app_host(), db_ip(), 53)
 
 
 # --- the registry drives it: add a project, re-apply, remove it ----------------------------
 
-REPO = SSH_CONFIG.parents[2]
 EXTRA = {
     "description": "Temporary project of the storage topology test",
     "image": "ghcr.io/codeb-kr/storetest",
@@ -350,20 +374,19 @@ EXTRA = {
 }
 
 
-def apply_storage(env: dict) -> tuple[int, int, str]:
-    """pyinfra deploy.py on the storage host only; (exit code, changes, output)."""
+def apply_storage(apply, env: dict | None = None) -> tuple[int, int, str]:
+    """The deploy applied to the storage host only (the apply fixture); (exit code, changes, output)."""
     import re
 
-    proc = subprocess.run([str(REPO / ".venv" / "bin" / "pyinfra"), "-y", "inventory/local.py", "deploy.py",
-                           "--limit", STORAGE], cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
-    out = proc.stdout + proc.stderr  # pyinfra logs (its results table too) go to stderr
+    proc = apply("--limit", storage_host(), env=env, timeout=1200)
+    out = proc.stdout + proc.stderr
     m = re.search(r"^\s*Grand total\s+(\S+)\s+(\S+)", out, re.M)
     changes = 0 if m and m.group(2) == "-" else int(m.group(2)) if m else -1
     return proc.returncode, changes, out[-5000:]
 
 
 @pytest.fixture(scope="module")
-def extra_project(tmp_path_factory):
+def extra_project(tmp_path_factory, apply):
     """Apply a registry with one more project; afterwards re-apply the real registry."""
     import os
 
@@ -379,14 +402,12 @@ def extra_project(tmp_path_factory):
     lab_secrets.cache_clear()
     reg = registry.load(path)
     inst = next(i for i in reg.instances if i.project == "storetest")
-    first = apply_storage(env)
-    second = apply_storage(env)
-    state = {"inst": inst, "first": first, "second": second, "removed": None}
+    state = {"inst": inst, "first": apply_storage(apply, env), "second": apply_storage(apply, env), "removed": None}
     try:
         yield state
     finally:
         if state["removed"] is None:
-            apply_storage(dict(os.environ))
+            apply_storage(apply)
 
 
 def check_access(inst) -> dict[str, str]:
@@ -395,8 +416,7 @@ def check_access(inst) -> dict[str, str]:
     rd = redis_cli(shared.redis_user(inst), secrets[shared.secret_redis_password(inst)],
                    "SET", f"{shared.redis_prefix(inst)}:k", "v")
     s = s3("PUT", inst, f"{shared.bucket_name(inst)}/probe.txt", "probe")
-    dns = subprocess.run(["ssh", "-F", str(SSH_CONFIG), APP, f"dig +short +time=3 +tries=1 @{DB_IP} A "
-                          f"{inst.domains[0]}"], capture_output=True, text=True, timeout=30).stdout
+    dns = ssh_run(app_host(), f"dig +short +time=3 +tries=1 @{db_ip()} A {inst.domains[0]}", timeout=30).stdout
     return {"psql": pg.stdout.strip() or pg.stderr.strip(), "redis": rd.stdout.strip(), "s3": s.stdout,
             "dns": dns.strip()}
 
@@ -411,14 +431,12 @@ def test_added_project_gets_everything_and_second_apply_changes_nothing(extra_pr
     assert access["psql"] == f"{shared.db_role(inst)}|{shared.db_name(inst)}|t", access
     assert access["redis"] == "OK", access
     assert access["s3"] == "200", access
-    assert access["dns"].split() == APP_IPS, access
+    assert access["dns"].split() == app_ips(), access
 
 
-def test_removed_project_loses_access_but_keeps_data(extra_project, n3):
-    import os
-
+def test_removed_project_loses_access_but_keeps_data(extra_project, n3, apply):
     inst = extra_project["inst"]
-    rc, changes, out = apply_storage(dict(os.environ))
+    rc, changes, out = apply_storage(apply)
     extra_project["removed"] = (rc, changes)
     assert rc == 0 and changes > 0, out
     access = check_access(inst)

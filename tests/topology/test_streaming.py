@@ -24,7 +24,17 @@ import uuid
 
 import pytest
 
-from tests.topology.conftest import CA_CERT, SSH_CONFIG, addr, connect, group_data, hosts_in, lab_secrets, private
+from tests.topology.conftest import (
+    CA_CERT,
+    addr,
+    connect,
+    first,
+    group_data,
+    hosts_in,
+    lab_secrets,
+    private,
+    ssh_run,
+)
 
 centrifuge = pytest.importorskip("centrifuge")
 websockets = pytest.importorskip("websockets")
@@ -35,12 +45,19 @@ from services.centrifugo import model as centrifugo_model  # noqa: E402
 DATA = group_data()
 WS_DOMAIN = shared.ws_domain(DATA["platform_domain"])
 URL = f"wss://{WS_DOMAIN}/connection/websocket"
-STREAMING = hosts_in("streaming")
-API_HOST = STREAMING[0]
 INTERNAL = DATA["centrifugo_internal_port"]
 ORIGIN = centrifugo_model.origins(registry.load().instances)[0]
 FOREIGN_ORIGIN = "https://evil.example"
 LATENCY = 1.0  # seconds from the API call on the app host to the client
+
+
+def streaming_hosts() -> list[str]:
+    return hosts_in("streaming")
+
+
+def api_host() -> str:
+    """The streaming host whose internal API the app hosts call."""
+    return first("streaming")
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -56,6 +73,7 @@ def jwt(claims: dict, secret: str) -> str:
     body = _b64(json.dumps({"exp": int(time.time()) + 600, **claims}).encode())
     sig = hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
     return f"{head}.{body}.{_b64(sig)}"
+
 
 
 def hmac_secret() -> str:
@@ -80,14 +98,14 @@ def ws_address() -> str:
             continue
         if out:
             return out[0]
-    return addr(API_HOST)
+    return addr(api_host())
 
 
 @pytest.fixture(scope="module", autouse=True)
 def resolve_ws_domain():
     """The gateway has no resolver for the platform zone: resolve ws.<domain> as PowerDNS does."""
     target = ws_address()
-    assert target in [addr(h) for h in STREAMING], f"{WS_DOMAIN} resolves to {target}, not a streaming host"
+    assert target in [addr(h) for h in streaming_hosts()], f"{WS_DOMAIN} resolves to {target}, not a streaming host"
     real = socket.getaddrinfo
 
     def getaddrinfo(host, *args, **kwargs):
@@ -109,13 +127,12 @@ def client(token: str, origin: str = ORIGIN, events=None):
 
 def on_host(name: str, script: str, stdin: str = "", timeout: int = 20) -> subprocess.CompletedProcess:
     """Run a shell script on a guest; secrets go on stdin only."""
-    return subprocess.run(["ssh", "-F", str(SSH_CONFIG), name, "bash", "-c", shlex.quote(script)],
-                          input=stdin, capture_output=True, text=True, timeout=timeout)
+    return ssh_run(name, f"bash -c {shlex.quote(script)}", stdin=stdin, timeout=timeout)
 
 
 def api_publish_from_app_host(channel: str, marker: str) -> subprocess.CompletedProcess:
     """POST /api/publish from an app host; the publication carries the host's clock at sending."""
-    api = f"http://{private(API_HOST)}:{INTERNAL}/api/publish"
+    api = f"http://{private(api_host())}:{INTERNAL}/api/publish"
     script = (
         'set -eu; h=$(mktemp); trap \'rm -f "$h"\' EXIT; cat > "$h"; '
         f'body=$(printf \'{{"channel":"%s","data":{{"marker":"%s","sent":%s}}}}\' {shlex.quote(channel)} '
@@ -149,7 +166,8 @@ class ClientRecorder(centrifuge.ClientEventHandler):
         self.errors.append(repr(ctx.error))
 
 
-def run(coro):
+def run_async(coro):
+    """A client scenario (a coroutine) to its end, within a minute."""
     return asyncio.run(asyncio.wait_for(coro, 60))
 
 
@@ -194,7 +212,7 @@ def test_subscribe_and_receive_api_publications_within_a_second():
             await c.disconnect()
         return latencies
 
-    latencies = run(scenario())
+    latencies = run_async(scenario())
     print({ch: f"{t * 1000:.0f} ms" for ch, t in latencies.items()})
     slow = {ch: round(t, 3) for ch, t in latencies.items() if not 0 <= t < LATENCY}
     assert not slow, f"publications slower than {LATENCY}s: {slow}"
@@ -211,8 +229,8 @@ def test_foreign_origin_is_refused():
         except websockets.exceptions.InvalidStatus as exc:
             return exc.response.status_code
 
-    assert run(handshake(ORIGIN)) == 101
-    assert run(handshake(FOREIGN_ORIGIN)) == 403
+    assert run_async(handshake(ORIGIN)) == 101
+    assert run_async(handshake(FOREIGN_ORIGIN)) == 403
 
     async def sdk():
         events = ClientRecorder()
@@ -224,7 +242,7 @@ def test_foreign_origin_is_refused():
         await c.disconnect()
         return state
 
-    assert run(sdk()) != centrifuge.ClientState.CONNECTED
+    assert run_async(sdk()) != centrifuge.ClientState.CONNECTED
 
 
 @pytest.mark.parametrize("token", ["none", "wrong-secret", "garbage"])
@@ -241,7 +259,7 @@ def test_connection_without_a_valid_token_is_refused(token):
         await c.disconnect()
         return state, events.disconnected
 
-    state, codes = run(scenario())
+    state, codes = run_async(scenario())
     assert state != centrifuge.ClientState.CONNECTED
     assert codes, "the server never said why"
 
@@ -263,7 +281,7 @@ def _subscribe_refused(user: str, channel: str, token: str = "") -> list[int]:
         await c.disconnect()
         return state, rec.unsubscribed + events.disconnected
 
-    state, codes = run(scenario())
+    state, codes = run_async(scenario())
     assert state != centrifuge.SubscriptionState.SUBSCRIBED
     return codes
 
@@ -299,7 +317,7 @@ def test_channel_without_namespace_is_refused_even_with_a_token():
 
 
 def _curl_from(name: str, path: str, with_key: bool = False) -> subprocess.CompletedProcess:
-    url = f"http://{private(API_HOST)}:{INTERNAL}{path}"
+    url = f"http://{private(api_host())}:{INTERNAL}{path}"
     if with_key:
         script = ('set -eu; h=$(mktemp); trap \'rm -f "$h"\' EXIT; cat > "$h"; '
                   f'curl -sS --fail --max-time 4 -H @"$h" -X POST -d "{{}}" {url}')
@@ -332,7 +350,7 @@ def test_internal_port_unreachable_from_the_storage_host(path):
 
 @pytest.mark.parametrize("port", [INTERNAL, DATA["centrifugo_client_port"]])
 def test_centrifugo_ports_unreachable_from_the_gateway(port):
-    for name in STREAMING:
+    for name in streaming_hosts():
         with pytest.raises(OSError):
             socket.create_connection((addr(name), port), timeout=3).close()
 
@@ -360,7 +378,7 @@ def test_security_headers_on_the_ws_site():
 # --- the host itself ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", STREAMING)
+@pytest.mark.each_host("streaming")
 def test_centrifugo_service(name):
     h = connect(name)
     assert h.service("centrifugo").is_running
@@ -382,7 +400,7 @@ def test_centrifugo_service(name):
     assert f"{private(name)}:{INTERNAL} " in listening
 
 
-@pytest.mark.parametrize("name", hosts_in("app"))
+@pytest.mark.each_host("app")
 def test_no_legacy_centrifugo_on_app_hosts(name):
     from services.centrifugo import LegacyCentrifugo
 

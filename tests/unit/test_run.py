@@ -1,5 +1,6 @@
 """Reading pyinfra's tables: the change counts behind `make plan`'s exit code and the no-op check."""
 
+from codeb import run
 from codeb.run import count_changes, planned_changes
 
 PLAN = """--> Detected changes:
@@ -35,3 +36,12 @@ def test_results_grand_total():
     assert count_changes(RESULTS) == 12
     assert count_changes(RESULTS.replace("100     12", "100     -")) == 0
     assert count_changes("nothing") is None
+
+
+def test_command_line_inventory_and_pyinfra_arguments(monkeypatch):
+    calls = []
+    monkeypatch.setattr(run, "pyinfra", lambda args, name, yes=True: calls.append((args, name)) or (0, RESULTS))
+    assert run.main(["apply", "local"]) == 0
+    assert run.main(["apply", "local", "--inventory", "/tmp/x/local.py", "--", "--limit", "n1"]) == 0
+    assert calls[0] == (["inventory/local.py", "deploy.py"], "apply-local")
+    assert calls[1] == (["/tmp/x/local.py", "deploy.py", "--limit", "n1"], "apply-local")
