@@ -15,6 +15,8 @@ second apply reports nothing.
 
 from __future__ import annotations
 
+import hashlib
+
 from pyinfra import host, state
 from pyinfra.api import FactBase, operation
 from pyinfra.operations import files
@@ -138,8 +140,10 @@ def install_units(rendered: dict[str, str], label: str):
         elif dest.startswith(SBIN):
             put(dest, text, "755")
     if units:
+        # One marker per set of units: two callers on one host never share (and fight over) one.
+        key = hashlib.sha256("\n".join(units).encode()).hexdigest()[:12]
         restart_on_change(f"systemd daemon-reload ({label} units)", units, "systemctl daemon-reload",
-                          marker=f"{APPLIED}/daemon-reload.{label.replace(' ', '-')}")
+                          marker=f"{APPLIED}/daemon-reload.{key}")
 
 
 def host_tls(data, dest_dir: str, owner: str, group: str):
