@@ -10,9 +10,18 @@
 Transport between database and repository host: pgBackRest's TLS server in both
 directions with certificates from the environment's CA (codeb/pki.py); no SSH account,
 no shell, a client certificate's CN authorises one stanza (see README).
+
+The programs that run on the hosts are static files of this folder (pgbackrest-job.sh,
+backup_metrics.py, wal_metrics.py, restore-drill.sh, pitr.sh), installed unchanged under
+/usr/local/sbin; each reads a configuration file rendered here (CONFIGS: KEY=value for the
+shell programs, sourced; JSON for the Python ones), passed as `--config FILE` by the units
+and defaulting to the same path when a person or a tool runs the program.
 """
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -20,6 +29,7 @@ from pyinfra.operations import apt, files, systemd
 
 from codeb import shared
 from codeb.files import put
+from codeb.host import PROM_WRITE, install_prom_write, shell_config
 from codeb.inventory import group_addrs, platform_hosts
 from codeb.ops import SBIN, UNITS, apply_when_changed, converge, host_names, host_tls, install_units, timer, unit
 from codeb.render import templates
@@ -45,12 +55,47 @@ SCRIPTS = {
     "drill": f"{SBIN}/codeb-restore-drill",
     "pitr": f"{SBIN}/codeb-pitr",
 }
+# The static program installed at each SCRIPTS path, and its configuration file.
+HERE = Path(__file__).resolve().parent
+SOURCES = {
+    "job": HERE / "pgbackrest-job.sh",
+    "metrics": HERE / "backup_metrics.py",
+    "wal_metrics": HERE / "wal_metrics.py",
+    "drill": HERE / "restore-drill.sh",
+    "pitr": HERE / "pitr.sh",
+}
+CONF_DIR = "/etc/codeb/pgbackrest"
+CONFIGS = {
+    "job": f"{CONF_DIR}/job.conf",
+    "metrics": f"{CONF_DIR}/backup-metrics.json",
+    "wal_metrics": f"{CONF_DIR}/wal-metrics.json",
+    "drill": f"{CONF_DIR}/restore-drill.conf",
+    "pitr": f"{CONF_DIR}/pitr.conf",
+}
+PG_PROGRAMS = ("wal_metrics", "pitr")  # the database host's; the rest are the repository host's
+# Serialises the backup jobs and the restore drill.
+LOCK = "/run/lock/codeb-pgbackrest.lock"
 UNIT_NAMES = {"full": "codeb-pgbackrest-full", "incr": "codeb-pgbackrest-incr",
               "verify": "codeb-pgbackrest-verify", "drill": "codeb-restore-drill"}
 
 
 def _fqdn(name: str, data) -> str:
     return shared.tls_names(name, data.platform_domain)[0]
+
+
+def command(key: str, *args: str) -> str:
+    """The command line of program `key` with its configuration file."""
+    return " ".join([SCRIPTS[key], "--config", CONFIGS[key], *args])
+
+
+def _shell_conf(key: str, values: dict) -> str:
+    return shell_config(values, f"Managed by the platform deploy (services/pgbackrest): configuration of\n"
+                                f"{SCRIPTS[key]} (sourced by bash); local edits are overwritten.")
+
+
+def _json_conf(key: str, values: dict) -> str:
+    return json.dumps({"_comment": f"Managed by the platform deploy (services/pgbackrest): configuration of "
+                                   f"{SCRIPTS[key]}; local edits are overwritten.", **values}, indent=2) + "\n"
 
 
 def databases(data) -> list[str]:
@@ -60,7 +105,8 @@ def databases(data) -> list[str]:
 
 
 def pg_rendered(data, name: str, private_ip: str, hosts, addrs) -> dict[str, str]:
-    """The database host's files: pgbackrest.conf, the archiving drop-in, scripts, units."""
+    """The database host's files: pgbackrest.conf, the archiving drop-in, the programs'
+    configuration, units."""
     p = pg_paths(data.postgresql_version)
     sections = model.pgbackrest_conf(
         "pg", stanza=data.pgbackrest_stanza, private_ip=private_ip, tls_port=data.pgbackrest_tls_port,
@@ -71,21 +117,23 @@ def pg_rendered(data, name: str, private_ip: str, hosts, addrs) -> dict[str, str
         f"{p['confdir']}/conf.d/20-archiving.conf": render(
             "archiving.conf.j2", archive_command=model.pgbackrest_archive_command(data.pgbackrest_stanza),
             archive_timeout=int(data.postgresql_archive_timeout)),
-        SCRIPTS["wal_metrics"]: render("wal-metrics.py.j2", textfile_dir=data.node_exporter_textfile_dir,
-                                       datadir=p["datadir"]),
-        SCRIPTS["pitr"]: render("pitr.sh.j2", service=p["service"], dependents=PG_DEPENDENTS,
-                                databases=databases(data), stanza=data.pgbackrest_stanza),
+        CONFIGS["wal_metrics"]: _json_conf("wal_metrics", {
+            "textfile_dir": data.node_exporter_textfile_dir,
+            "archive_status": f"{p['datadir']}/pg_wal/archive_status"}),
+        CONFIGS["pitr"]: _shell_conf("pitr", {
+            "SERVICE": p["service"], "DEPENDENTS": PG_DEPENDENTS, "EXPECTED": databases(data),
+            "STANZA": data.pgbackrest_stanza}),
         f"{UNITS}/{p['service']}.service.d/20-archive-timeout.conf": render(
             "archive-timeout.conf.j2", port=data.postgresql_port),
         f"{UNITS}/codeb-wal-metrics.service": unit(
-            "WAL archiving metrics for node-exporter (roles/backup)", f"{SCRIPTS['wal_metrics']} --loop 15",
+            "WAL archiving metrics for node-exporter (roles/backup)", command("wal_metrics", "--loop", "15"),
             type="simple", unit_lines=[f"After={p['service']}.service"],
             service_lines=["Restart=always", "RestartSec=10"], install=True),
     }
 
 
 def repo_rendered(data, name: str, private_ip: str, hosts, addrs) -> dict[str, str]:
-    """The repository host's files (pgBackRest, drill, jobs, timers, metrics)."""
+    """The repository host's files (pgBackRest, drill, the programs' configuration, timers, units)."""
     stanza = data.pgbackrest_stanza
     pgv = data.postgresql_version
     sections = model.pgbackrest_conf(
@@ -93,29 +141,31 @@ def repo_rendered(data, name: str, private_ip: str, hosts, addrs) -> dict[str, s
         peer_names=[_fqdn(n, data) for n in host_names("storage", hosts, addrs)],
         pg_path=pg_paths(pgv)["datadir"], pg_port=data.postgresql_port, settings=data.pgbackrest)
     sched = {k: list(v) for k, v in data.backup_schedule.items()}
-    job = SCRIPTS["job"]
+    textfile = data.node_exporter_textfile_dir
     out = {
         PGBACKREST_CONF: render("pgbackrest.conf.j2", sections=sections),
         DRILL_CONF: render("drill.conf.j2", repo_path=data.pgbackrest["repo_path"], stanza=stanza,
                            scratch=DRILL_SCRATCH, port=data.restore_drill_port,
                            process_max=data.pgbackrest.get("process_max", 2)),
-        job: render("pgbackrest-job.sh.j2", stanza=stanza, textfile_dir=data.node_exporter_textfile_dir,
-                    metrics=SCRIPTS["metrics"]),
-        SCRIPTS["metrics"]: render("backup-metrics.py.j2", textfile_dir=data.node_exporter_textfile_dir,
-                                   repo_path=data.pgbackrest["repo_path"], stanza=stanza),
-        SCRIPTS["drill"]: render("restore-drill.sh.j2", textfile_dir=data.node_exporter_textfile_dir,
-                                 scratch=DRILL_SCRATCH, bindir=pg_paths(pgv)["bindir"], port=data.restore_drill_port,
-                                 databases=databases(data), drill_conf=DRILL_CONF, stanza=stanza,
-                                 max_connections=data.postgresql_max_connections),
+        CONFIGS["job"]: _shell_conf("job", {
+            "STANZA": stanza, "LOCK": LOCK, "TEXTFILE_DIR": textfile, "PROM_WRITE": PROM_WRITE,
+            "METRICS": SCRIPTS["metrics"], "METRICS_CONFIG": CONFIGS["metrics"]}),
+        CONFIGS["metrics"]: _json_conf("metrics", {
+            "textfile_dir": textfile, "repo_path": data.pgbackrest["repo_path"], "stanza": stanza}),
+        CONFIGS["drill"]: _shell_conf("drill", {
+            "SCRATCH": DRILL_SCRATCH, "BIN": pg_paths(pgv)["bindir"], "PORT": data.restore_drill_port,
+            "MAX_CONNECTIONS": data.postgresql_max_connections, "EXPECTED": databases(data),
+            "DRILL_CONF": DRILL_CONF, "STANZA": stanza, "LOCK": LOCK, "TEXTFILE_DIR": textfile,
+            "PROM_WRITE": PROM_WRITE}),
         f"{UNITS}/codeb-backup-metrics.service": unit(
-            "Backup freshness metrics for node-exporter (roles/backup)", f"{SCRIPTS['metrics']} --loop 60",
+            "Backup freshness metrics for node-exporter (roles/backup)", command("metrics", "--loop", "60"),
             type="simple", service_lines=["Restart=always", "RestartSec=30"], install=True),
     }
     jobs = {
-        "full": ("Full PostgreSQL backup (pgBackRest, then expire)", f"{job} full"),
-        "incr": ("Incremental PostgreSQL backup (pgBackRest, then expire)", f"{job} incr"),
-        "verify": ("Verify the pgBackRest repository", f"{job} verify"),
-        "drill": ("Restore drill: latest backup into a scratch cluster", SCRIPTS["drill"]),
+        "full": ("Full PostgreSQL backup (pgBackRest, then expire)", command("job", "full")),
+        "incr": ("Incremental PostgreSQL backup (pgBackRest, then expire)", command("job", "incr")),
+        "verify": ("Verify the pgBackRest repository", command("job", "verify")),
+        "drill": ("Restore drill: latest backup into a scratch cluster", command("drill")),
     }
     for key, (desc, cmd) in jobs.items():
         svc = UNIT_NAMES[key]
@@ -123,6 +173,14 @@ def repo_rendered(data, name: str, private_ip: str, hosts, addrs) -> dict[str, s
                                              if key != "drill" else ["Nice=10"])
         out[f"{UNITS}/{svc}.timer"] = timer(desc, sched[key], f"{svc}.service")
     return out
+
+
+def _install_programs(keys, rendered: dict[str, str]):
+    """The static programs `keys` (755) and their configuration files (644: no secrets)."""
+    files.directory(name=CONF_DIR, path=CONF_DIR, user="root", group="root", mode="755")
+    for key in keys:
+        put(CONFIGS[key], rendered[CONFIGS[key]], "644")
+        put(SCRIPTS[key], SOURCES[key].read_text(), "755")
 
 
 @deploy("pgBackRest: WAL archiving and TLS server (database host)")
@@ -159,8 +217,10 @@ def archiving():
         apply_command=PG_RELOAD,
     )
 
-    install_units({k: v for k, v in r.items() if k.startswith((UNITS, SBIN))}, "pgBackRest")
-    apply_when_changed("WAL metrics service: restart on a new script", [SCRIPTS["wal_metrics"]],
+    _install_programs(PG_PROGRAMS, r)
+    install_units({k: v for k, v in r.items() if k.startswith(UNITS)}, "pgBackRest")
+    apply_when_changed("WAL metrics service: restart on a new program or configuration",
+                       [SCRIPTS["wal_metrics"], CONFIGS["wal_metrics"]],
                        f"{STATE}/wal-metrics.applied",
                        "systemctl enable codeb-wal-metrics.service && systemctl restart codeb-wal-metrics.service")
     systemd.service(name="WAL metrics running", service="codeb-wal-metrics.service", running=True, enabled=True)
@@ -197,7 +257,9 @@ def repository():
                        f"{STATE}/server.applied", "systemctl enable pgbackrest.service && systemctl restart pgbackrest.service")
     systemd.service(name="pgBackRest TLS server running", service="pgbackrest.service", running=True, enabled=True)
 
-    install_units({k: v for k, v in r.items() if k.startswith((UNITS, SBIN))}, "pgBackRest")
+    install_prom_write()
+    _install_programs([k for k in SCRIPTS if k not in PG_PROGRAMS], r)
+    install_units({k: v for k, v in r.items() if k.startswith(UNITS)}, "pgBackRest")
 
     pg = f"runuser -u postgres -- pgbackrest --stanza={stanza}"
     converge(
@@ -214,11 +276,12 @@ def repository():
         name="First full backup (only while the repository has none)",
         state_command=(f"{pg} --output=json info | python3 -c "
                        "\"import json,sys; print('' if json.load(sys.stdin)[0]['backup'] else 'none')\""),
-        apply_command=f"{SCRIPTS['job']} full",
+        apply_command=command("job", "full"),
     )
     for name in UNIT_NAMES.values():
         systemd.service(name=f"{name}.timer", service=f"{name}.timer", running=True, enabled=True)
-    apply_when_changed("Backup metrics service: restart on a new script", [SCRIPTS["metrics"]],
+    apply_when_changed("Backup metrics service: restart on a new program or configuration",
+                       [SCRIPTS["metrics"], CONFIGS["metrics"]],
                        f"{STATE}/metrics.applied",
                        "systemctl enable codeb-backup-metrics.service && systemctl restart codeb-backup-metrics.service")
     systemd.service(name="Backup metrics running", service="codeb-backup-metrics.service", running=True,

@@ -1,17 +1,20 @@
 #!/bin/bash
-# Managed by the platform deploy (roles/backup).
-# codeb-restore-drill: restore the latest backup (and all archived WAL after it) from the
-# local repository into a scratch cluster, start it on port {{ port }} (socket only, no
-# archiving), check that every database is there, report the result and the time taken,
+# Managed by the platform deploy (services/pgbackrest): installed as codeb-restore-drill.
+# codeb-restore-drill [--config FILE]: restore the latest backup (and all archived WAL after
+# it) from the local repository into a scratch cluster, start it on port PORT (socket only,
+# no archiving), check that every database is there, report the result and the time taken,
 # publish them as metrics, and remove the scratch cluster.
+# FILE (default /etc/codeb/pgbackrest/restore-drill.conf) sets SCRATCH, BIN (PostgreSQL's
+# server binaries), PORT, MAX_CONNECTIONS, EXPECTED (array of databases), DRILL_CONF (the
+# drill's pgbackrest.conf), STANZA, LOCK (shared with the backup jobs), TEXTFILE_DIR and
+# PROM_WRITE (the textfile library).
 set -uo pipefail
-{% include "prom-write.sh.j2" %}
-SCRATCH={{ scratch }}
+config=/etc/codeb/pgbackrest/restore-drill.conf
+if [ "${1:-}" = --config ]; then config=${2:?usage: $0 [--config FILE]}; shift 2; fi
+. "$config" || { echo "$0: cannot read $config" >&2; exit 2; }
+. "$PROM_WRITE" || { echo "$0: cannot read $PROM_WRITE" >&2; exit 2; }
 PGDATA=$SCRATCH/pgdata
-BIN={{ bindir }}
-PORT={{ port }}
-EXPECTED=({% for db in databases %}{{ db }} {% endfor %})
-exec 9>/run/lock/codeb-pgbackrest.lock
+exec 9>"$LOCK"
 flock 9
 start=$(date +%s.%N)
 as_pg() { runuser -u postgres -- "$@"; }
@@ -24,13 +27,13 @@ install -d -o postgres -g postgres -m 700 "$PGDATA" "$SCRATCH/run"
 result="failed"
 detail=""
 found=0
-if as_pg pgbackrest --config={{ drill_conf }} --stanza={{ stanza }} --log-level-console=warn restore; then
+if as_pg pgbackrest "--config=$DRILL_CONF" "--stanza=$STANZA" --log-level-console=warn restore; then
     # Debian keeps the configuration outside the data directory: the scratch cluster gets its own.
     cat > "$PGDATA/postgresql.conf" <<CONF
 listen_addresses = ''
 port = $PORT
 unix_socket_directories = '$SCRATCH/run'
-max_connections = {{ max_connections }}
+max_connections = $MAX_CONNECTIONS
 archive_mode = off
 hot_standby = on
 CONF
@@ -49,9 +52,9 @@ CONF
         missing=()
         for db in "${EXPECTED[@]}"; do printf '%s\n' "$dbs" | grep -qx "$db" || missing+=("$db"); done
         if [ "$(as_pg psql -XAtq -h "$SCRATCH/run" -p "$PORT" -d postgres -c 'SELECT pg_is_in_recovery()')" = f ] \
-           && [ ${{ '{#' }}missing[@]} -eq 0 ]; then
+           && [ ${#missing[@]} -eq 0 ]; then
             result="ok"
-            detail="$found databases, all ${{ '{#' }}EXPECTED[@]} expected present"
+            detail="$found databases, all ${#EXPECTED[@]} expected present"
         else
             detail="missing databases: ${missing[*]:-none}; recovery: $(as_pg psql -XAtq -h "$SCRATCH/run" -p "$PORT" -d postgres -c 'SELECT pg_is_in_recovery()' 2>&1)"
         fi

@@ -1,20 +1,27 @@
 #!/bin/bash
-# Managed by the platform deploy (roles/backup).
-# codeb-pgbackrest-job full|incr|diff|verify: one pgBackRest job on the repository host,
-# serialised with the other jobs; pgBackRest expires old backups (retention in
-# pgbackrest.conf) after each backup. Results go to the node-exporter textfile collector.
+# Managed by the platform deploy (services/pgbackrest): installed as codeb-pgbackrest-job.
+# codeb-pgbackrest-job [--config FILE] full|incr|diff|verify: one pgBackRest job on the
+# repository host, serialised with the other jobs; pgBackRest expires old backups
+# (retention in pgbackrest.conf) after each backup. Results go to the node-exporter
+# textfile collector.
+# FILE (default /etc/codeb/pgbackrest/job.conf) sets STANZA, LOCK (shared with the restore
+# drill), TEXTFILE_DIR, PROM_WRITE (the textfile library), METRICS and METRICS_CONFIG (the
+# backup metrics program, run after the job).
 set -uo pipefail
-{% include "prom-write.sh.j2" %}
+config=/etc/codeb/pgbackrest/job.conf
+if [ "${1:-}" = --config ]; then config=${2:?usage: $0 [--config FILE] full|incr|diff|verify}; shift 2; fi
+. "$config" || { echo "$0: cannot read $config" >&2; exit 2; }
+. "$PROM_WRITE" || { echo "$0: cannot read $PROM_WRITE" >&2; exit 2; }
 job=${1:-}
 case "$job" in
     full|incr|diff) args=(--type="$job" backup) ;;
     verify) args=(verify) ;;
-    *) echo "usage: $0 full|incr|diff|verify" >&2; exit 2 ;;
+    *) echo "usage: $0 [--config FILE] full|incr|diff|verify" >&2; exit 2 ;;
 esac
-exec 9>/run/lock/codeb-pgbackrest.lock
+exec 9>"$LOCK"
 flock 9
 start=$(date +%s)
-runuser -u postgres -- pgbackrest --stanza={{ stanza }} "${args[@]}"
+runuser -u postgres -- pgbackrest "--stanza=$STANZA" "${args[@]}"
 rc=$?
 end=$(date +%s)
 prom_write "codeb_pgbackrest_job_$job" <<PROM
@@ -35,5 +42,5 @@ if [ "$rc" = 0 ]; then
 codeb_pgbackrest_job_last_success_timestamp_seconds{job="$job"} $end
 PROM
 fi
-{{ metrics }} --once || true
+"$METRICS" --config "$METRICS_CONFIG" --once || true
 exit "$rc"
