@@ -245,8 +245,9 @@ def websocket_connects() -> bool:
 
     data = group_data()
     ws = shared.ws_domain(data["platform_domain"])
-    origin = centrifugo_model.origins(registry.load().instances)[0]
-    secret = lab_secret("centrifugo_hmac_secret")
+    inst = centrifugo_model.realtime_instances(registry.load().instances)[0]
+    origin = centrifugo_model.origins([inst])[0]
+    secret = lab_secret(f"centrifugo_hmac_secret.{inst.name}")
     code = (
         "import asyncio, json, ssl, sys, socket\n"
         "import centrifuge\n"
@@ -254,7 +255,7 @@ def websocket_connects() -> bool:
         f"socket.getaddrinfo = lambda h, *a, **k: real({addr(hosts_in('streaming')[0])!r} if h == {ws!r} else h, *a, **k)\n"
         "async def main():\n"
         "    tok = sys.stdin.readline().strip()\n"
-        f"    c = centrifuge.Client('wss://{ws}/connection/websocket', token=tok, headers={{'Origin': {origin!r}}},"
+        f"    c = centrifuge.Client('wss://{ws}/{inst.name}/connection/websocket', token=tok, headers={{'Origin': {origin!r}}},"
         f" ssl_context=ssl.create_default_context(cafile={str(CA_CERT)!r}), proxy=None, timeout=5.0)\n"
         "    await c.connect(); await c.ready(timeout=10); await c.disconnect()\n"
         "asyncio.run(main())\n")

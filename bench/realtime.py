@@ -96,13 +96,26 @@ print(json.dumps(out))
 """
 
 
+def instance():
+    """The app instance whose Centrifugo is measured (the first with realtime)."""
+    from codeb import registry
+    from services.centrifugo import model as centrifugo_model
+
+    return centrifugo_model.realtime_instances(registry.load().instances)[0]
+
+
+def ports() -> tuple[int, int]:
+    """(client port, internal port) of the measured instance's Centrifugo."""
+    data, inst = group_data(), instance()
+    return inst.port + data["centrifugo_client_port_offset"], inst.port + data["centrifugo_internal_port_offset"]
+
+
 def publish(channel: str) -> list:
-    data = group_data()
     streaming = hosts_in("streaming")[0]
     app = hosts_in("app")[0]
-    cmd = (f"python3 -c {shlex.quote(PUBLISHER)} {private(streaming)} {data['centrifugo_internal_port']} "
+    cmd = (f"python3 -c {shlex.quote(PUBLISHER)} {private(streaming)} {ports()[1]} "
            f"{channel} {MESSAGES} {INTERVAL}")
-    proc = ssh(app, cmd, stdin=lab_secret("centrifugo_api_key") + "\n", sudo=False,
+    proc = ssh(app, cmd, stdin=lab_secret(f"centrifugo_api_key.{instance().name}") + "\n", sudo=False,
                timeout=60 + MESSAGES * INTERVAL)
     if proc.returncode != 0:
         raise RuntimeError(f"publisher on {app} failed: {proc.stderr[-500:]}")
@@ -116,11 +129,11 @@ def rss_kib(host: str, comm: str) -> int:
 
 def num_clients() -> int | None:
     """Centrifugo's own count of connections, from its API (asked from the app host)."""
-    data = group_data()
-    api = f"http://{private(hosts_in('streaming')[0])}:{data['centrifugo_internal_port']}/api/info"
+    api = f"http://{private(hosts_in('streaming')[0])}:{ports()[1]}/api/info"
     script = ('set -eu; h=$(mktemp); trap \'rm -f "$h"\' EXIT; cat > "$h"; '
               f'curl -sS --fail --max-time 5 -H @"$h" -X POST -d "{{}}" {api}')
-    proc = ssh(hosts_in("app")[0], script, stdin=f"X-API-Key: {lab_secret('centrifugo_api_key')}\n", sudo=False)
+    proc = ssh(hosts_in("app")[0], script, stdin=f"X-API-Key: {lab_secret(f'centrifugo_api_key.{instance().name}')}\n",
+               sudo=False)
     try:
         return sum(n.get("num_clients", 0) for n in json.loads(proc.stdout)["result"]["nodes"])
     except (ValueError, KeyError):
@@ -163,12 +176,11 @@ class Worker:
 
 
 def phase(label: str, url: str, prefix: list[str], extra: list[str]) -> dict:
-    secret = lab_secret("centrifugo_hmac_secret")
+    secret = lab_secret(f"centrifugo_hmac_secret.{instance().name}")
     channel = f"project:bench-{uuid.uuid4().hex[:10]}"
-    from codeb import registry
     from services.centrifugo import model as centrifugo_model
 
-    origin = centrifugo_model.origins(registry.load().instances)[0]
+    origin = centrifugo_model.origins([instance()])[0]
     streaming = hosts_in("streaming")[0]
     rss_before = {c: rss_kib(streaming, c) for c in ("centrifugo", "caddy")}
     clients_before = num_clients() or 0
@@ -235,10 +247,10 @@ def measure() -> list[dict]:
 
     ws = shared.ws_domain(data["platform_domain"])
     streaming = hosts_in("streaming")[0]
-    caddy = phase("through Caddy", f"wss://{ws}/connection/websocket", [],
+    caddy = phase("through Caddy", f"wss://{ws}/{instance().name}/connection/websocket", [],
                   ["--cafile", str(CA_CERT), "--resolve", f"{ws}={addr(streaming)}"])
     time.sleep(3)
-    direct = phase("direct", f"ws://127.0.0.1:{data['centrifugo_client_port']}/connection/websocket",
+    direct = phase("direct", f"ws://{private(streaming)}:{ports()[0]}/connection/websocket",
                    netns_prefix(streaming), [])
     figures = []
     setup = (f"{N} centrifuge-python clients in {WORKERS} processes, one channel; {MESSAGES} publications "
@@ -247,7 +259,7 @@ def measure() -> list[dict]:
              "over every (publication, subscriber) pair")
     for ph in (caddy, direct):
         where = ("from the gateway through Caddy (TLS) on " + streaming if ph is caddy else
-                 f"from inside {streaming}'s network namespace (nsenter) to 127.0.0.1, no TLS")
+                 f"from inside {streaming}'s network namespace (nsenter) to its private address, no TLS")
         lat = ph["latency"] or {}
         figures.append(figure(f"WebSocket publish->receive latency, {ph['label']}",
                               f"p50 {lat.get('p50')} / p95 {lat.get('p95')} / p99 {lat.get('p99')} (max {lat.get('max')})",

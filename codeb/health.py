@@ -33,6 +33,14 @@ def checks_for(groups: list[str], table: dict, private_ip: str = "127.0.0.1") ->
         for label, url in spec.get("http", {}).items():
             url = url.format(private_ip=private_ip)
             out.append((label, f"curl -fsS -o /dev/null -m 5 {shlex.quote(url)}"))
+    if "streaming" in groups:
+        from services.centrifugo import model as centrifugo
+
+        offset = runpy.run_path(str(REPO / "group_data" / "all.py"))["centrifugo_internal_port_offset"]
+        for inst in centrifugo.realtime_instances(registry.load().instances):
+            out.append((centrifugo.unit(inst), f"systemctl is-active --quiet {centrifugo.unit(inst)}"))
+            health = f"http://{private_ip}:{centrifugo.internal_port(inst, offset)}/health"
+            out.append((f"{inst.name} centrifugo /health", f"curl -fsS -o /dev/null -m 5 {health}"))
     if "app" in groups:
         for inst in registry.load().instances:
             ports = list(inst.slot_ports.values())

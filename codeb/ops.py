@@ -67,7 +67,8 @@ def converge(state_command: str, apply_command: str, expected: list[str] | None 
 APPLIED = "/var/lib/codeb/applied"
 
 
-def restart_on_change(name: str, files: list[str], command: str, *, marker: str, validate: str | None = None):
+def restart_on_change(name: str, files: list[str], command: str, *, marker: str, validate: str | None = None,
+                      **op_args):
     """The platform's one restart pattern: changed -> validate -> reload or restart.
 
     When the content of `files` differs from the content `command` last succeeded with (a
@@ -79,10 +80,11 @@ def restart_on_change(name: str, files: list[str], command: str, *, marker: str,
     only in memory, like `_if=op.did_change`, would be lost).
 
     `marker`: a file under APPLIED (or the service's own state directory, where it had one
-    before: a new path would make every host restart once for nothing).
+    before: a new path would make every host restart once for nothing). `op_args`: pyinfra's
+    global arguments, e.g. `_serial=True` to restart one host at a time.
     """
     state_command, apply_command = restart_commands(files, command, marker=marker, validate=validate)
-    return converge(name=name, state_command=state_command, apply_command=apply_command)
+    return converge(name=name, state_command=state_command, apply_command=apply_command, **op_args)
 
 
 def restart_commands(files: list[str], command: str, *, marker: str, validate: str | None = None) -> tuple[str, str]:

@@ -52,8 +52,6 @@ SECRET_GARAGE_RPC = "garage_rpc_secret"
 
 # Secrets that exist once per environment.
 PLATFORM_SECRETS = (
-    "centrifugo_hmac_secret",
-    "centrifugo_api_key",
     "centrifugo_admin_password",
     "redis_centrifugo_password",
     "redis_admin_password",
@@ -93,6 +91,17 @@ def secret_s3_key_secret(inst: Instance) -> str:
     return f"s3_key_secret.{inst.name}"
 
 
+def secret_centrifugo_token_key(inst: Instance) -> str:
+    """The HMAC key the instance's app signs its Centrifugo connection and subscription
+    tokens with; only that instance's Centrifugo accepts them."""
+    return f"centrifugo_hmac_secret.{inst.name}"
+
+
+def secret_centrifugo_api_key(inst: Instance) -> str:
+    """The key of the instance's own Centrifugo HTTP API (publishing to its channels only)."""
+    return f"centrifugo_api_key.{inst.name}"
+
+
 def required_secrets(instances: Iterable[Instance]) -> list[str]:
     names = list(PLATFORM_SECRETS)
     for inst in instances:
@@ -102,6 +111,8 @@ def required_secrets(instances: Iterable[Instance]) -> list[str]:
             names.append(secret_redis_password(inst))
         if "bucket" in inst.needs:
             names.extend([secret_s3_key_id(inst), secret_s3_key_secret(inst)])
+        if "realtime" in inst.needs:
+            names.extend([secret_centrifugo_token_key(inst), secret_centrifugo_api_key(inst)])
     return names
 
 

@@ -56,8 +56,8 @@ firewall_services = {
     # Storage host (services/postgresql, redis, garage, powerdns). Streaming uses Redis only when Centrifugo is scaled out.
     "dns": {"port": 53, "proto": "both", "on": "storage", "from": ["@any"]},
     "postgresql": {"port": 5432, "on": "storage", "from": ["app", "backup"]},
-    # Streaming hosts use Redis only as Centrifugo's engine when there are several of them.
-    "redis": {"port": 6379, "on": "storage", "from": ["app", "streaming@cluster"]},
+    # Streaming hosts: Redis is every Centrifugo's engine (history, presence, fan-out between nodes).
+    "redis": {"port": 6379, "on": "storage", "from": ["app", "streaming"]},
     # Garage (S3): the S3 API to the app and backup hosts, its RPC between storage hosts
     # only, its admin API and /metrics to the backup host (Prometheus).
     "s3": {"port": 3900, "on": "storage", "from": ["app", "backup"]},
@@ -70,16 +70,17 @@ firewall_services = {
     # With several app hosts each publishes its release slots on its private address so
     # every host's Caddy can balance across all of them; with one, slots stay on localhost.
     "app-slots": {"port": "4000-5999", "on": "app", "from": ["app@cluster"]},
-    # Streaming hosts (services/centrifugo). Centrifugo's internal port (centrifugo_internal_port)
-    # serves the HTTP API (/api, key required), /health and Prometheus /metrics on the private
-    # address: one port, opened to the app hosts (API) and the backup host (metrics).
+    # Streaming hosts (services/centrifugo): one Centrifugo per app instance with realtime.
+    # Each one's internal port (its registry port + centrifugo_internal_port_offset) serves
+    # the HTTP API (/api, the instance's key required), /health and Prometheus /metrics on
+    # the private address: opened to the app hosts (API) and the backup host (metrics).
     "ws-http": {"port": 80, "on": "streaming", "from": ["@any"]},  # ACME challenges, HTTPS redirect
     "ws-https": {"port": 443, "on": "streaming", "from": ["@any"]},
-    "centrifugo-api": {"port": 8001, "on": "streaming", "from": ["app"]},
-    "centrifugo-metrics": {"port": 8001, "on": "streaming", "from": ["backup"]},
-    # Client port between streaming hosts: only used (listened on the private address) when
-    # the group has several hosts and Caddy balances over all of them.
-    "centrifugo-client": {"port": 8000, "on": "streaming", "from": ["streaming"]},
+    "centrifugo-api": {"port": "24000-25999", "on": "streaming", "from": ["app"]},
+    "centrifugo-metrics": {"port": "24000-25999", "on": "streaming", "from": ["backup"]},
+    # Client ports (registry port + centrifugo_client_port_offset) on the private address:
+    # every streaming host's Caddy balances over every node.
+    "centrifugo-client": {"port": "14000-15999", "on": "streaming", "from": ["streaming"]},
     # Backup host (services/pgbackrest, restic, prometheus). pgBackRest talks TLS both ways (mutual certificates):
     # the repository host reaches the database host's `pgbackrest server` (backups), the
     # database host reaches the repository host's (WAL archive-push). File backups push
@@ -159,15 +160,23 @@ tool_artifacts = {
     },
 }
 
-# Streaming hosts (services/centrifugo): Centrifugo v6 behind Caddy at wss://ws.<platform_domain>.
-centrifugo_client_port = 8000  # 127.0.0.1 (one host) or the private address (several hosts)
-centrifugo_internal_port = 8001  # private address: HTTP API, /health, /metrics (see firewall)
+# Streaming hosts (services/centrifugo): one Centrifugo per app instance with realtime
+# (project x environment), each with its own token secret, API key, origins and Redis
+# prefix, behind Caddy at wss://ws.<platform_domain>/<instance>/connection/websocket.
+# Projects share no channel, no key and no process. Ports follow the registry's `port`
+# (stable when projects come and go): client = port + offset, internal = port + offset.
+centrifugo_client_port_offset = 10000  # 14000-15999, private address, for the streaming hosts' Caddy
+centrifugo_internal_port_offset = 20000  # 24000-25999, private address: HTTP API, /health, /metrics
 centrifugo_nofile = 65536
 # Admin web UI: off. When true, served on the internal port only, with the generated
 # centrifugo_admin_password (secrets), reachable from the hosts the firewall allows there.
 centrifugo_admin = False
-# Sticky policy Caddy uses when the streaming group has several hosts (ip_hash or cookie).
-centrifugo_lb_policy = "ip_hash"
+# How Caddy spreads clients over the streaming hosts' nodes. With the Redis engine every
+# node delivers every publication, so no stickiness is needed (Centrifugo's docs).
+centrifugo_lb_policy = "round_robin"
+# A node is taken out of rotation for this long after a failed connection, and a restart
+# waits until the node answers /health before the next node restarts (one node at a time).
+centrifugo_restart_wait_seconds = 60
 # Namespaces and their client permissions (services/centrifugo/model.py:centrifugo_namespaces). Membership
 # of workspaces, projects and chats is the app's: it signs subscription tokens. `open: True`
 # would let any authenticated client subscribe without one.
@@ -240,7 +249,7 @@ health_checks = {
         "units": ["postgresql@17-main", "redis-server", "garage", "pdns"],
         "http": {"garage health": "http://{private_ip}:3903/health"},
     },
-    "streaming": {"units": ["centrifugo", "caddy"]},
+    "streaming": {"units": ["caddy"]},  # and every instance's centrifugo@<instance> (codeb/health.py)
     "app": {"units": ["caddy"]},
     "backup": {"units": []},
 }

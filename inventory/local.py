@@ -18,7 +18,9 @@ _ssh = {
 }
 
 app = [("n1", {"ssh_hostname": "10.77.0.11", "public_ip": "10.77.0.11", "private_ip": "10.78.0.11", **_ssh})]
-streaming = [("n2", {"ssh_hostname": "10.77.0.12", "public_ip": "10.77.0.12", "private_ip": "10.78.0.12", **_ssh})]
+# Two streaming hosts: each one's Caddy balances over both Centrifugo nodes of every instance.
+streaming = [("n2", {"ssh_hostname": "10.77.0.12", "public_ip": "10.77.0.12", "private_ip": "10.78.0.12", **_ssh}),
+             ("n2-2", {"ssh_hostname": "10.77.0.22", "public_ip": "10.77.0.22", "private_ip": "10.78.0.22", **_ssh})]
 storage = [("n3", {"ssh_hostname": "10.77.0.13", "public_ip": "10.77.0.13", "private_ip": "10.78.0.13", **_ssh})]
 backup = [("n4", {"ssh_hostname": "10.77.0.14", "public_ip": "10.77.0.14", "private_ip": "10.78.0.14", **_ssh})]
 

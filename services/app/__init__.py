@@ -84,7 +84,7 @@ def app_instances(data, groups) -> list:
 
 def _addrs():
     addrs = group_addrs()
-    return addrs["app"], addrs["storage"][0], addrs["streaming"][0]
+    return addrs["app"], addrs["storage"][0], addrs["streaming"]
 
 
 def _storage_name() -> str:
@@ -114,7 +114,7 @@ def podman():
 def app():
     data = host.data
     podman()
-    app_addrs, storage_addr, streaming_addr = _addrs()
+    app_addrs, storage_addr, streaming_addrs = _addrs()
     self_addr = data.private_ip
     instances = app_instances(data, host.groups)
 
@@ -132,7 +132,7 @@ def app():
     unit_changes, per_instance, sites = [], [], {}
     for inst in instances:
         state = parsed[inst.name]
-        env_text = r.env_file(inst, data, data.secrets, storage_addr, streaming_addr, _storage_name())
+        env_text = r.env_file(inst, data, data.secrets, storage_addr, streaming_addrs, _storage_name())
         env_path = model.env_file_path(inst)
         # A running instance whose env file changes now, or changed after it started, switches slots.
         switch = inst.name in states and (inst.name in stale or (

@@ -12,6 +12,8 @@ from codeb.shared import (
     redis_prefix,
     redis_user,
     s3_endpoint,
+    secret_centrifugo_api_key,
+    secret_centrifugo_token_key,
     secret_db_password,
     secret_redis_password,
     secret_s3_key_id,
@@ -22,13 +24,6 @@ from codeb.shared import (
 
 def unit_name(inst: Instance, slot: str) -> str:
     return f"{inst.name}-{slot}"
-
-
-def centrifugo_urls(platform_domain: str, streaming_addr: str, internal_port: int) -> dict[str, str]:
-    return {
-        "CENTRIFUGO_URL": f"wss://ws.{platform_domain}/connection/websocket",
-        "CENTRIFUGO_API_URL": f"http://{streaming_addr}:{internal_port}/api",
-    }
 
 
 # Generated env files follow the operations manual: Node apps run with NODE_ENV=production
@@ -80,13 +75,13 @@ def app_env(
     secrets: Mapping[str, str],
     *,
     storage_addr: str,
-    streaming_addr: str,
+    streaming_addrs: Iterable[str],
     platform_domain: str,
     postgresql_port: int,
     redis_port: int,
     s3_port: int,
     s3_region: str,
-    centrifugo_internal_port: int,
+    centrifugo_internal_port_offset: int,
     database_host: str | None = None,
     ca_file: str | None = None,
 ) -> dict[str, str]:
@@ -115,7 +110,8 @@ def app_env(
             "S3_FORCE_PATH_STYLE": "true",
         })
     if "realtime" in inst.needs:
-        env.update(centrifugo_app_env(platform_domain, [streaming_addr], centrifugo_internal_port, secrets))
+        env.update(centrifugo_app_env(inst, platform_domain, streaming_addrs, inst.port + centrifugo_internal_port_offset,
+                                      secrets))
     return env
 
 
@@ -166,20 +162,20 @@ def registry_auth_json(registry: str, username: str, token: str) -> str:
     return json.dumps({"auths": {registry: {"auth": auth}}}, indent=2, sort_keys=True) + "\n"
 
 
-def centrifugo_api_addr(streaming_addrs: Iterable[str]) -> str:
-    """The streaming host apps publish to (any node works: with several, the Redis engine fans out)."""
-    addrs = sorted(streaming_addrs)
+def centrifugo_app_env(inst: Instance, platform_domain: str, streaming_addrs: Iterable[str], internal_port: int,
+                       secrets: Mapping[str, str]) -> dict[str, str]:
+    """What an app's env file gets for realtime, all of it its own instance's: the public wss
+    URL (its path on the ws site), the internal API URLs of its Centrifugo on every streaming
+    host (any node works: the Redis engine delivers to every node's subscribers; the first is
+    CENTRIFUGO_API_URL), its API key and the key it signs connection and subscription tokens with."""
+    addrs = sorted(set(streaming_addrs))
     if not addrs:
         raise ValueError("centrifugo: the streaming group has no host")
-    return addrs[0]
-
-
-def centrifugo_app_env(platform_domain: str, streaming_addrs: Iterable[str], internal_port: int,
-                       secrets: Mapping[str, str]) -> dict[str, str]:
-    """What an app's env file gets for realtime: the public wss URL, the internal API URL,
-    the API key and the HMAC secret the app signs connection and subscription tokens with."""
+    apis = [f"http://{a}:{internal_port}/api" for a in addrs]
     return {
-        **centrifugo_urls(platform_domain, centrifugo_api_addr(streaming_addrs), internal_port),
-        "CENTRIFUGO_API_KEY": secrets["centrifugo_api_key"],
-        "CENTRIFUGO_SECRET": secrets["centrifugo_hmac_secret"],
+        "CENTRIFUGO_URL": f"wss://ws.{platform_domain}/{inst.name}/connection/websocket",
+        "CENTRIFUGO_API_URL": apis[0],
+        "CENTRIFUGO_API_URLS": ",".join(apis),
+        "CENTRIFUGO_API_KEY": secrets[secret_centrifugo_api_key(inst)],
+        "CENTRIFUGO_SECRET": secrets[secret_centrifugo_token_key(inst)],
     }

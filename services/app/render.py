@@ -113,16 +113,16 @@ def registries_conf(data) -> str:
     return render("registries.conf.j2", insecure=list(data.get("insecure_registries") or []))
 
 
-def env_file(inst: Instance, data, secrets, storage_addr: str, streaming_addr: str,
+def env_file(inst: Instance, data, secrets, storage_addr: str, streaming_addrs: list[str],
              storage_name: str | None = None) -> str:
     """With the storage host's name, PostgreSQL is reached by that name (the platform names
     resolve to private addresses through /etc/hosts, which Podman copies into containers)
     and its certificate is verified against the platform CA."""
     return model.env_file_text(model.app_env(
-        inst, secrets, storage_addr=storage_addr, streaming_addr=streaming_addr,
+        inst, secrets, storage_addr=storage_addr, streaming_addrs=streaming_addrs,
         platform_domain=data.platform_domain, postgresql_port=data.postgresql_port, redis_port=data.redis_port,
         s3_port=data.s3_port, s3_region=data.s3_region,
-        centrifugo_internal_port=data.get("centrifugo_internal_port", 8000),
+        centrifugo_internal_port_offset=data.centrifugo_internal_port_offset,
         database_host=shared.fqdn(storage_name, data.platform_domain) if storage_name else None,
         ca_file=shared.PLATFORM_CA_FILE if storage_name else None,
     ))

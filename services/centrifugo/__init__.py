@@ -1,13 +1,18 @@
-"""Streaming hosts: Centrifugo v6 behind Caddy at wss://ws.<platform_domain>.
+"""Streaming hosts: one Centrifugo v6 per app instance with realtime, behind Caddy at
+wss://ws.<platform_domain>/<instance>/connection/websocket.
 
-- Centrifugo runs as its own system user from a systemd unit that checks the config
-  (`checkconfig --strict`) before every start; the binary is the pinned artifact.
-- Its config comes from data (group_data/all.py) and the registry: exact origins, explicit
-  namespace permissions, secrets from the environment (file mode 640, root:centrifugo,
-  never shown by --diff). The client port listens on localhost for Caddy (on the private
-  address when several streaming hosts share the load); the internal port (API, health,
-  metrics) on the private address, firewalled to the app and backup hosts.
-- With several streaming hosts, the Redis engine on the storage host and a sticky Caddy.
+- Isolation by construction: each instance (project x environment) has its own process
+  (`centrifugo@<instance>`), its own token key and API key (secrets per instance), its own
+  exact origins, and its own Redis prefix; the four namespaces keep their shape in each.
+  One project's tokens, keys and channels mean nothing to another project's Centrifugo.
+- Every node uses the Redis engine on the storage host: history survives a restart, and a
+  publication on any node reaches the subscribers of every node.
+- Each streaming host's Caddy balances over every host's node of the instance (round robin:
+  with the Redis engine no stickiness is needed). A changed config restarts one streaming
+  host at a time, and the next waits until the restarted node answers /health.
+- Centrifugo runs as its own system user from a template unit that checks the config
+  (`checkconfig --strict`) before every start; the binary is the pinned artifact. Configs
+  hold secrets: mode 640, root:centrifugo, never shown by --diff.
 - `remove_legacy_centrifugo()` runs on app hosts: a Centrifugo there (unit or container)
   is what the source incident had; it is stopped and removed.
 """
@@ -17,9 +22,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import shlex
+from pathlib import PurePosixPath
 
 from pyinfra import host
 from pyinfra.api import FactBase, deploy
+from pyinfra.facts.files import File, FindFiles
 from pyinfra.operations import files, server, systemd
 
 from codeb import artifacts, shared
@@ -36,9 +43,10 @@ render = templates(__file__)
 USER = "centrifugo"
 BINARY = "/usr/local/bin/centrifugo"
 CONFIG_DIR = "/etc/centrifugo"
-CONFIG = f"{CONFIG_DIR}/config.json"
-UNIT = "centrifugo.service"
-UNIT_FILE = f"/etc/systemd/system/{UNIT}"
+UNIT_FILE = "/etc/systemd/system/centrifugo@.service"
+# The single Centrifugo of earlier releases (one process for every project).
+LEGACY_UNIT = "centrifugo.service"
+LEGACY_FILES = [f"/etc/systemd/system/{LEGACY_UNIT}", f"{CONFIG_DIR}/config.json"]
 
 
 # --- pure renderings (unit tests call these for any inventory) ---------------------------
@@ -49,51 +57,63 @@ def admin_secret(admin_password: str) -> str:
     return hmac.new(admin_password.encode(), b"codeb:centrifugo-admin-secret", hashlib.sha256).hexdigest()
 
 
-def config_json(data, private_ip: str, addrs: dict[str, list[str]]) -> str:
-    """/etc/centrifugo/config.json for one streaming host (it holds secrets)."""
-    streaming = addrs["streaming"]
+def config_json(data, inst, private_ip: str, addrs: dict[str, list[str]]) -> str:
+    """/etc/centrifugo/<instance>.json on one streaming host (it holds the instance's secrets)."""
     secrets = data.secrets
-    redis = None
-    if model.centrifugo_clustered(streaming):
-        redis = {
-            "address": model.centrifugo_redis_addresses(addrs["storage"], data.redis_port),
-            "user": shared.CENTRIFUGO_REDIS_USER,
-            "password": secrets["redis_centrifugo_password"],
-            "prefix": shared.CENTRIFUGO_REDIS_PREFIX,
-        }
     admin = bool(data.get("centrifugo_admin"))
     return render(
         "config.json.j2",
-        client_address=model.centrifugo_client_listen(streaming, private_ip),
-        client_port=data.centrifugo_client_port,
+        client_address=private_ip,
+        client_port=model.client_port(inst, data.centrifugo_client_port_offset),
         internal_address=private_ip,
-        internal_port=data.centrifugo_internal_port,
-        allowed_origins=model.origins(data.projects.instances),
-        hmac_secret=secrets["centrifugo_hmac_secret"],
-        api_key=secrets["centrifugo_api_key"],
+        internal_port=model.internal_port(inst, data.centrifugo_internal_port_offset),
+        allowed_origins=model.origins([inst]),
+        hmac_secret=secrets[shared.secret_centrifugo_token_key(inst)],
+        api_key=secrets[shared.secret_centrifugo_api_key(inst)],
         namespaces=model.centrifugo_namespaces(data.centrifugo_namespaces),
         without_namespace=model.centrifugo_without_namespace(),
         admin=admin,
         admin_password=secrets["centrifugo_admin_password"] if admin else None,
         admin_secret=admin_secret(secrets["centrifugo_admin_password"]) if admin else None,
-        redis=redis,
+        redis={
+            "address": model.centrifugo_redis_addresses(addrs["storage"], data.redis_port),
+            "user": shared.CENTRIFUGO_REDIS_USER,
+            "password": secrets["redis_centrifugo_password"],
+            "prefix": model.redis_engine_prefix(inst),
+        },
     )
 
 
 def unit_file(data) -> str:
-    return render("centrifugo.service.j2", user=USER, binary=BINARY, config=CONFIG,
+    """The template unit centrifugo@<instance>.service."""
+    return render("centrifugo.service.j2", user=USER, binary=BINARY, config=f"{CONFIG_DIR}/%i.json",
                   nofile=data.centrifugo_nofile)
 
 
 def ws_site(data, addrs: dict[str, list[str]]) -> str:
-    """The Caddy site for wss://ws.<platform_domain>: /connection/* to Centrifugo, the rest 404."""
+    """The Caddy site wss://ws.<platform_domain>: /<instance>/connection/* to that instance's
+    nodes (prefix stripped), everything else 404."""
+    routes = [{"prefix": model.path_prefix(i),
+               "upstreams": model.centrifugo_upstreams(addrs["streaming"],
+                                                       model.client_port(i, data.centrifugo_client_port_offset))}
+              for i in model.realtime_instances(data.projects.instances)]
     return render(
         "ws.caddy.j2",
         domain=shared.ws_domain(data.platform_domain),
         tls=tls_directive(data.tls_mode),
-        upstreams=model.centrifugo_upstreams(addrs["streaming"], data.centrifugo_client_port),
+        routes=routes,
         lb_policy=data.centrifugo_lb_policy,
+        stream_close_delay=data.get("caddy_stream_close_delay"),
     )
+
+
+def restart_command(data, inst, private_ip: str) -> str:
+    """Restart one node, then wait until it answers /health (the next host restarts only then)."""
+    health = f"http://{private_ip}:{model.internal_port(inst, data.centrifugo_internal_port_offset)}/health"
+    wait = int(data.centrifugo_restart_wait_seconds)
+    return (f"systemctl restart {model.unit(inst)} && "
+            f"for i in $(seq 1 {wait}); do curl -fsS -o /dev/null {health} && break; sleep 1; done && "
+            f"curl -fsS -o /dev/null {health}")
 
 
 # --- operations ---------------------------------------------------------------------------
@@ -104,21 +124,49 @@ def centrifugo():
     data = host.data
     addrs = group_addrs()
     artifact = artifacts.lookup(data.artifacts["centrifugo"], "centrifugo")
+    instances = model.realtime_instances(data.projects.instances)
 
     server.group(name=f"Group {USER}", group=USER, system=True)
     server.user(name=f"System user {USER}", user=USER, group=USER, system=True, home="/nonexistent",
                 ensure_home=False, shell="/usr/sbin/nologin")
     artifacts.install(artifact, BINARY)
     files.directory(name=CONFIG_DIR, path=CONFIG_DIR, user="root", group=USER, mode="750")
-    put_secret(CONFIG, config_json(data, data.private_ip, addrs), mode="640", group=USER)
     put(UNIT_FILE, unit_file(data))
-    # A config Centrifugo rejects never reaches the running server (the unit checks again
-    # before every start). Run as the service user, so the file's permissions are checked too.
-    restart_on_change("Check config (checkconfig --strict), restart Centrifugo", [BINARY, CONFIG, UNIT_FILE],
-                      f"systemctl daemon-reload && systemctl restart {UNIT}",
-                      validate=f"runuser -u {USER} -- {BINARY} checkconfig --strict --config {CONFIG}",
-                      marker=f"{APPLIED}/centrifugo.restart")
-    systemd.service(name="centrifugo running", service=UNIT, running=True, enabled=True)
+    restart_on_change("systemd daemon-reload (Centrifugo template unit)", [UNIT_FILE], "systemctl daemon-reload",
+                      marker=f"{APPLIED}/daemon-reload.centrifugo")
+    for inst in instances:
+        config = model.config_path(inst)
+        put_secret(config, config_json(data, inst, data.private_ip, addrs), mode="640", group=USER)
+        # A config Centrifugo rejects never reaches the running node (the unit checks again
+        # before every start); run as the service user, so the file's permissions are checked
+        # too. One streaming host at a time: the next restarts once this node is healthy.
+        restart_on_change(f"Check config, restart {model.unit(inst)} (one streaming host at a time)",
+                          [BINARY, UNIT_FILE, config], restart_command(data, inst, data.private_ip),
+                          validate=f"runuser -u {USER} -- {BINARY} checkconfig --strict --config {config}",
+                          marker=f"{APPLIED}/{model.unit(inst)}.restart", _serial=True)
+        systemd.service(name=f"{model.unit(inst)} running", service=model.unit(inst), running=True, enabled=True)
+
+    # Instances that left the registry (or lost realtime): their node stops, its config goes.
+    wanted = {PurePosixPath(model.config_path(i)).name for i in instances}
+    for path in sorted(host.get_fact(FindFiles, path=CONFIG_DIR, quote_path=True) or []):
+        name = PurePosixPath(path).name
+        if name.endswith(".json") and name != "config.json" and name not in wanted:
+            unit = f"centrifugo@{name.removesuffix('.json')}.service"
+            server.shell(name=f"Stop and disable {unit} (instance left the registry)",
+                         commands=[f"systemctl disable --now {shlex.quote(unit)}"])
+            files.file(name=f"Remove {path}", path=path, present=False)
+
+
+def remove_single_centrifugo():
+    """The one Centrifugo for every project of earlier releases: stopped once the ws site
+    routes to the per-instance nodes."""
+    if not host.get_fact(File, path=LEGACY_FILES[0]):
+        return
+    server.shell(name=f"Stop and disable {LEGACY_UNIT} (replaced by one Centrifugo per instance)",
+                 commands=[f"systemctl disable --now {LEGACY_UNIT}"])
+    for path in LEGACY_FILES:
+        files.file(name=f"Remove {path}", path=path, present=False)
+    systemd.daemon_reload(name=f"systemd daemon-reload ({LEGACY_UNIT} gone)")
 
 
 @deploy("Streaming host")
@@ -126,6 +174,7 @@ def streaming():
     data = host.data
     centrifugo()
     caddy(sites={"ws": ws_site(data, group_addrs())})
+    remove_single_centrifugo()
 
 
 # --- legacy Centrifugo on app hosts ------------------------------------------------------

@@ -5,11 +5,50 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from codeb.registry import Instance
+from codeb.shared import CENTRIFUGO_REDIS_PREFIX, with_need, ws_domain
 
 
 def origins(instances: Iterable[Instance]) -> list[str]:
     """Exact browser origins allowed to open a realtime connection: never '*'."""
     return sorted({f"https://{d}" for inst in instances if "realtime" in inst.needs for d in inst.domains})
+
+
+def realtime_instances(instances: Iterable[Instance]) -> list[Instance]:
+    """The instances that get a Centrifugo of their own (needs: realtime)."""
+    return with_need(instances, "realtime")
+
+
+def client_port(inst: Instance, offset: int) -> int:
+    """The instance's Centrifugo client (WebSocket) port: its registry port + offset."""
+    return inst.port + offset
+
+
+def internal_port(inst: Instance, offset: int) -> int:
+    """The instance's Centrifugo internal port (HTTP API, /health, /metrics)."""
+    return inst.port + offset
+
+
+def unit(inst: Instance) -> str:
+    return f"centrifugo@{inst.name}.service"
+
+
+def config_path(inst: Instance) -> str:
+    return f"/etc/centrifugo/{inst.name}.json"
+
+
+def path_prefix(inst: Instance) -> str:
+    """Where the instance's clients connect on the ws site: /<instance>/connection/..."""
+    return f"/{inst.name}"
+
+
+def client_url(platform_domain: str, inst: Instance) -> str:
+    return f"wss://{ws_domain(platform_domain)}{path_prefix(inst)}/connection/websocket"
+
+
+def redis_engine_prefix(inst: Instance) -> str:
+    """The instance's keys and channels in Redis: `centrifugo.<instance>.*` (the shared
+    Centrifugo Redis user may use `centrifugo.*` only; no app's user reaches them)."""
+    return f"{CENTRIFUGO_REDIS_PREFIX}.{inst.name}"
 
 
 # Client permissions Centrifugo v6 knows per namespace; every namespace states all of them.
@@ -82,22 +121,9 @@ def centrifugo_without_namespace() -> dict:
             "channel_regex": "^$"}
 
 
-def centrifugo_clustered(streaming_addrs: Iterable[str]) -> bool:
-    """More than one Centrifugo node: Redis engine, client port on the private address, sticky Caddy."""
-    return len(set(streaming_addrs)) > 1
-
-
-def centrifugo_client_listen(streaming_addrs: Iterable[str], private_ip: str) -> str:
-    """Where the client (WebSocket) port listens: localhost for the local Caddy, or the private
-    address when Caddy on every streaming host balances over all nodes."""
-    return private_ip if centrifugo_clustered(streaming_addrs) else "127.0.0.1"
-
-
-def centrifugo_upstreams(streaming_addrs: Iterable[str], client_port: int) -> list[str]:
-    addrs = sorted(set(streaming_addrs))
-    if not centrifugo_clustered(addrs):
-        return [f"127.0.0.1:{client_port}"]
-    return [f"{a}:{client_port}" for a in addrs]
+def centrifugo_upstreams(streaming_addrs: Iterable[str], port: int) -> list[str]:
+    """Every streaming host's node of one instance: each host's Caddy balances over all of them."""
+    return [f"{a}:{port}" for a in sorted(set(streaming_addrs))]
 
 
 def centrifugo_redis_addresses(storage_addrs: Iterable[str], redis_port: int) -> list[str]:

@@ -12,6 +12,7 @@ from codeb.files import put, put_secret
 from codeb.inventory import group_addrs, platform_hosts
 from codeb.ops import apply_when_changed
 from codeb.render import templates
+from services.centrifugo import model as centrifugo_model
 
 from . import model
 
@@ -34,12 +35,18 @@ def prometheus_rendered(data, private_ip: str, hosts, addrs) -> dict[str, str]:
             "prometheus.yml.j2", scrape_interval="15s", environment=data.environment, rules_file=PROM_RULES,
             self_target=f"{private_ip}:{data.prometheus_port}",
             scrape_configs=model.prometheus_scrape_configs(
-                hosts, addrs, node_port=data.node_exporter_port, centrifugo_port=data.centrifugo_internal_port,
+                hosts, addrs, node_port=data.node_exporter_port, centrifugo_ports=centrifugo_ports(data),
                 s3_admin_port=data.garage_admin_port, s3_metrics_token_file=S3_METRICS_TOKEN)),
         PROM_RULES: render("rules.yml.j2", host_down_for=alerts["host_down_for"],
                            **{k: v for k, v in secs.items()},
                            **{f"{k}_text": alerts[k] for k in secs}),
     }
+
+
+def centrifugo_ports(data) -> dict[str, int]:
+    """instance -> the internal port of its Centrifugo (metrics), on every streaming host."""
+    return {i.name: centrifugo_model.internal_port(i, data.centrifugo_internal_port_offset)
+            for i in centrifugo_model.realtime_instances(data.projects.instances)}
 
 
 def s3_metrics_token(data) -> str:

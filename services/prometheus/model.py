@@ -6,11 +6,12 @@ from collections.abc import Iterable, Mapping
 
 
 def prometheus_scrape_configs(hosts: Iterable[tuple[str, str]], group_addrs: Mapping[str, list[str]], *,
-                              node_port: int, centrifugo_port: int, s3_admin_port: int,
+                              node_port: int, centrifugo_ports: Mapping[str, int], s3_admin_port: int,
                               s3_metrics_token_file: str) -> list[dict]:
-    """Prometheus scrape jobs: node-exporter on every host (labelled by host name),
-    Centrifugo on the streaming hosts, Garage's metrics (admin port, bearer token) on the
-    storage hosts."""
+    """Prometheus scrape jobs: node-exporter on every host (labelled by host name), every
+    instance's Centrifugo on every streaming host (`centrifugo_ports`: instance -> internal
+    port; labelled by host and app instance), Garage's metrics (admin port, bearer token) on
+    the storage hosts."""
     hosts = sorted(hosts)
     by_addr = {a: n for n, a in hosts}
 
@@ -20,7 +21,9 @@ def prometheus_scrape_configs(hosts: Iterable[tuple[str, str]], group_addrs: Map
     return [
         {"job_name": "node", "static_configs": targets([a for _, a in hosts], node_port)},
         {"job_name": "centrifugo", "metrics_path": "/metrics",
-         "static_configs": targets(group_addrs.get("streaming", []), centrifugo_port)},
+         "static_configs": [{"targets": [f"{a}:{port}"], "labels": {"host": by_addr.get(a, a), "app_instance": name}}
+                            for name, port in sorted(centrifugo_ports.items())
+                            for a in sorted(group_addrs.get("streaming", []))]},
         {"job_name": "garage", "metrics_path": "/metrics",
          "authorization": {"type": "Bearer", "credentials_file": s3_metrics_token_file},
          "static_configs": targets(group_addrs.get("storage", []), s3_admin_port)},

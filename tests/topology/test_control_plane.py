@@ -58,16 +58,18 @@ def test_pinned_binaries_are_swapped_under_running_services(apply):
     """The services run an on-disk binary that differs from the pin (as after a pin change):
     the apply installs the pinned one beside it, checks its digest, renames it into place and
     restarts the service on it. Copying over the running file would fail (text file busy)."""
-    from codeb import artifacts
+    from codeb import artifacts, registry
+    from services.centrifugo import model as centrifugo_model
 
     pins = artifacts.pins("local")
-    cases = [(connect(hosts_in("streaming")[0]), "centrifugo", "/usr/local/bin/centrifugo", pins["centrifugo"]),
+    node = centrifugo_model.unit(centrifugo_model.realtime_instances(registry.load().instances)[0])
+    cases = [(connect(hosts_in("streaming")[0]), node, "/usr/local/bin/centrifugo", pins["centrifugo"]),
              (connect(hosts_in("storage")[0]), "garage", "/usr/local/bin/garage", pins["garage"])]
-    for h, unit, path, _ in cases:
+    for h, unit, path, pin in cases:
         # The running binary is now a different build of the program (one byte appended).
         h.run_expect([0], f"systemctl stop {unit} && printf '\\n' >> {path} && systemctl start {unit}")
         _, running = running_exe(h, unit)
-        assert running == h.check_output(f"sha256sum {path}").split()[0] != pins[unit]["sha256"]
+        assert running == h.check_output(f"sha256sum {path}").split()[0] != pin["sha256"]
     # ... which Garage's restart marker records as applied, as after the previous pin's apply.
     storage = cases[1][0]
     storage.run_expect([0], f"cd {GARAGE_STATE} && sha256sum /usr/local/bin/garage {GARAGE_UNIT} {GARAGE_CONFIG} "

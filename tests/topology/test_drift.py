@@ -29,7 +29,11 @@ def test_drift_is_reported_by_plan_and_repaired_by_apply(plan, apply):
 def test_secret_file_drift_and_permission_drift_are_reported_without_contents_and_repaired(plan, apply):
     streaming, storage = first("streaming"), first("storage")
     n2, n3 = connect(streaming), connect(storage)
-    acl, config = "/etc/redis/users.acl", "/etc/centrifugo/config.json"
+    from codeb import registry
+    from services.centrifugo import model as centrifugo_model
+
+    inst = centrifugo_model.realtime_instances(registry.load().instances)[0]
+    acl, config = "/etc/redis/users.acl", centrifugo_model.config_path(inst)
     acl_before = n3.file(acl).content_string
     mode_before = n2.file(config).mode
     assert mode_before != 0o600, "the permission drift below must be a change"

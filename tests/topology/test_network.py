@@ -150,8 +150,8 @@ def secret_markers() -> dict[str, bytes]:
     key, the Centrifugo and PowerDNS API keys, and the shapes of a Redis AUTH and an S3 signature."""
     secrets = lab_secrets()
     markers = {name: value.encode() for name, value in secrets.items()
-               if name.startswith(("redis_", "s3_key_secret."))
-               or name in ("centrifugo_api_key", "pdns_api_key", "garage_admin_token", "garage_metrics_token",
+               if name.startswith(("redis_", "s3_key_secret.", "centrifugo_api_key."))
+               or name in ("pdns_api_key", "garage_admin_token", "garage_metrics_token",
                            "garage_rpc_secret")}
     markers["Redis AUTH command"] = b"\r\n$4\r\nAUTH\r\n"
     markers["S3 signature (header)"] = b"AWS4-HMAC-SHA256 Credential="

@@ -41,15 +41,15 @@ SECRETS = {
     "redis_password.shop-production": "rpw",
     "s3_key_id.shop-production": "GK0123456789abcdef01234567",
     "s3_key_secret.shop-production": "s3pw",
-    "centrifugo_api_key": "apikey",
-    "centrifugo_hmac_secret": "hmac",
+    "centrifugo_api_key.shop-production": "apikey",
+    "centrifugo_hmac_secret.shop-production": "hmac",
 }
 
 
 def env_of(i, secrets=SECRETS):
-    return app_model.app_env(i, secrets, storage_addr="10.0.0.3", streaming_addr="10.0.0.2",
+    return app_model.app_env(i, secrets, storage_addr="10.0.0.3", streaming_addrs=["10.0.0.2"],
                           platform_domain="example.net", postgresql_port=5432, redis_port=6379, s3_port=3900,
-                          s3_region="garage", centrifugo_internal_port=8000)
+                          s3_region="garage", centrifugo_internal_port_offset=20000)
 
 
 # --- env files -------------------------------------------------------------------------
@@ -67,8 +67,10 @@ def test_env_has_every_variable_the_manual_lists():
     assert env["S3_BUCKET"] == "shop-production" and env["S3_SECRET_ACCESS_KEY"] == "s3pw"
     assert env["S3_ACCESS_KEY_ID"] == "GK0123456789abcdef01234567"
     assert env["S3_ENDPOINT"] == "http://10.0.0.3:3900" and env["S3_REGION"] == "garage"
-    assert env["CENTRIFUGO_URL"] == "wss://ws.example.net/connection/websocket"
-    assert env["CENTRIFUGO_API_URL"] == "http://10.0.0.2:8000/api"
+    # The instance's own Centrifugo: its path on the ws site, its internal port (port + offset).
+    assert env["CENTRIFUGO_URL"] == "wss://ws.example.net/shop-production/connection/websocket"
+    assert env["CENTRIFUGO_API_URL"] == "http://10.0.0.2:24200/api"
+    assert env["CENTRIFUGO_API_URLS"] == "http://10.0.0.2:24200/api"
     assert env["CENTRIFUGO_API_KEY"] == "apikey" and env["CENTRIFUGO_SECRET"] == "hmac"
 
 

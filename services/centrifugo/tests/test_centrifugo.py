@@ -21,7 +21,7 @@ from services import centrifugo as s
 from services.app import model as app_model
 from services.baseline import rendered_files
 from services.centrifugo import model as centrifugo_model
-from tests.unit.conftest import REPO, load_inventory
+from tests.unit.conftest import load_inventory
 
 ENVS = ("local", "staging", "production")
 MEMBERSHIP = ("workspace", "project", "chat")
@@ -45,34 +45,13 @@ def streaming_host(env):
     return inv, inv.get_group("streaming")[0]
 
 
-def two_streaming_hosts(tmp_path):
-    """The local inventory with a second streaming host (n2-2), loaded offline."""
-    from pyinfra.api import State
-    from pyinfra.context import ctx_state
-    from pyinfra_cli.inventory import make_inventory
-
-    text = (REPO / "inventory" / "local.py").read_text()
-    text = text.replace(
-        'streaming = [("n2", {"ssh_hostname": "10.77.0.12", "public_ip": "10.77.0.12", "private_ip": "10.78.0.12", '
-        '**_ssh})]',
-        'streaming = [("n2", {"ssh_hostname": "10.77.0.12", "public_ip": "10.77.0.12", "private_ip": "10.78.0.12", '
-        '**_ssh}),\n'
-        '             ("n2-2", {"ssh_hostname": "10.77.0.22", "public_ip": "10.77.0.22", "private_ip": "10.78.0.22", '
-        '**_ssh})]',
-    )
-    assert "n2-2" in text, "inventory/local.py changed shape: update this fixture"
-    path = tmp_path / "two_streaming.py"
-    path.write_text(text)
-    os.environ["CODEB_RENDER_ONLY"] = "1"
-    try:
-        with ctx_state.use(State()):
-            return make_inventory(str(path), cwd=str(REPO), group_data_directories=[str(REPO / "group_data")])
-    finally:
-        del os.environ["CODEB_RENDER_ONLY"]
+def realtime(host):
+    return centrifugo_model.realtime_instances(host.data.projects.instances)
 
 
-def config_of(inv, host, data=None) -> dict:
-    return json.loads(s.config_json(data or host.data, host.data.private_ip, group_addrs(inv)))
+def config_of(inv, host, inst=None, data=None) -> dict:
+    inst = inst or realtime(host)[0]
+    return json.loads(s.config_json(data or host.data, inst, host.data.private_ip, group_addrs(inv)))
 
 
 @pytest.fixture(scope="module")
@@ -145,35 +124,50 @@ def test_channels_outside_the_namespaces_match_nothing():
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_config_from_data_and_registry(env):
+def test_each_instance_gets_its_own_config_keys_origins_ports_and_redis_prefix(env):
     inv, host = streaming_host(env)
-    conf = config_of(inv, host)
     secrets = host.data.secrets
-    origins = conf["client"]["allowed_origins"]
-    assert origins == centrifugo_model.origins(host.data.projects.instances)
-    assert origins and all(re.fullmatch(r"https://[a-z0-9.-]+", o) for o in origins)
-    assert "*" not in json.dumps(origins)
-    assert conf["client"]["token"]["hmac_secret_key"] == secrets["centrifugo_hmac_secret"]
-    assert conf["http_api"]["key"] == secrets["centrifugo_api_key"]
-    assert conf["client"]["insecure"] is False and conf["http_api"]["insecure"] is False
-    assert conf["client"]["allow_anonymous_connect_without_token"] is False
-    server = conf["http_server"]
-    assert (server["address"], server["port"]) == ("127.0.0.1", host.data.centrifugo_client_port)
-    assert server["internal_address"] == host.data.private_ip
-    assert server["internal_port"] == str(host.data.centrifugo_internal_port)
-    assert conf["http_api"]["external"] is False
-    assert conf["prometheus"]["enabled"] and conf["health"]["enabled"]
-    assert conf["admin"] == {"enabled": False}
-    assert conf["engine"] == {"type": "memory"}  # one streaming host
-    assert [ns["name"] for ns in conf["channel"]["namespaces"]] == ["chat", "project", "user", "workspace"]
+    seen = {"origins": set(), "ports": set(), "keys": set(), "prefixes": set()}
+    instances = realtime(host)
+    assert len(instances) >= 2
+    for inst in instances:
+        conf = config_of(inv, host, inst)
+        origins = conf["client"]["allowed_origins"]
+        assert origins == sorted(f"https://{d}" for d in inst.domains) and "*" not in json.dumps(origins)
+        assert conf["client"]["token"]["hmac_secret_key"] == secrets[shared.secret_centrifugo_token_key(inst)]
+        assert conf["http_api"]["key"] == secrets[shared.secret_centrifugo_api_key(inst)]
+        assert conf["client"]["insecure"] is False and conf["http_api"]["insecure"] is False
+        assert conf["client"]["allow_anonymous_connect_without_token"] is False
+        server = conf["http_server"]
+        # Both ports on the private address: every streaming host's Caddy reaches every node.
+        assert (server["address"], server["port"]) == (host.data.private_ip, inst.port + 10000)
+        assert (server["internal_address"], server["internal_port"]) == (host.data.private_ip, str(inst.port + 20000))
+        assert conf["http_api"]["external"] is False
+        assert conf["prometheus"]["enabled"] and conf["health"]["enabled"] and conf["admin"] == {"enabled": False}
+        # Always the Redis engine: history survives a restart, and nodes share publications.
+        assert conf["engine"]["type"] == "redis"
+        redis = conf["engine"]["redis"]
+        assert redis["prefix"] == f"centrifugo.{inst.name}" and redis["user"] == shared.CENTRIFUGO_REDIS_USER
+        assert redis["password"] == secrets["redis_centrifugo_password"]
+        # The incident report's four namespaces keep their shape in every instance.
+        assert [ns["name"] for ns in conf["channel"]["namespaces"]] == ["chat", "project", "user", "workspace"]
+        seen["origins"] |= set(origins)
+        seen["ports"] |= {server["port"], server["internal_port"]}
+        seen["keys"] |= {conf["client"]["token"]["hmac_secret_key"], conf["http_api"]["key"]}
+        seen["prefixes"].add(redis["prefix"])
+    # Nothing is shared between instances: no origin, port, key or Redis prefix.
+    n = len(instances)
+    assert len(seen["ports"]) == 2 * n and len(seen["keys"]) == 2 * n and len(seen["prefixes"]) == n
+    assert seen["origins"] == set(centrifugo_model.origins(host.data.projects.instances))
 
 
 @pytest.mark.parametrize("env", ENVS)
 def test_config_passes_centrifugo_checkconfig_strict(env, centrifugo_binary, tmp_path):
     inv, host = streaming_host(env)
-    text = s.config_json(host.data, host.data.private_ip, group_addrs(inv))
-    proc = checkconfig(centrifugo_binary, text, tmp_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for inst in realtime(host):
+        text = s.config_json(host.data, inst, host.data.private_ip, group_addrs(inv))
+        proc = checkconfig(centrifugo_binary, text, tmp_path)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_checkconfig_strict_does_reject_unknown_fields(centrifugo_binary, tmp_path):
@@ -186,65 +180,55 @@ def test_checkconfig_strict_does_reject_unknown_fields(centrifugo_binary, tmp_pa
 def test_admin_ui_when_data_enables_it(centrifugo_binary, tmp_path):
     inv, host = streaming_host("local")
     data = Data(host.data, centrifugo_admin=True)
-    conf = config_of(inv, host, data)
+    conf = config_of(inv, host, data=data)
     admin = conf["admin"]
     assert admin["enabled"] and not admin["external"] and not admin["insecure"]
     assert admin["password"] == host.data.secrets["centrifugo_admin_password"]
     assert admin["secret"] and admin["secret"] != admin["password"]
-    text = s.config_json(data, host.data.private_ip, group_addrs(inv))
-    assert checkconfig(centrifugo_binary, text, tmp_path).returncode == 0
+    assert checkconfig(centrifugo_binary, json.dumps(conf), tmp_path).returncode == 0
 
 
-def test_unit_checks_the_config_before_every_start():
+def test_template_unit_checks_the_instance_config_before_every_start():
     _, host = streaming_host("production")
     unit = s.unit_file(host.data)
     assert "User=centrifugo" in unit
-    assert "ExecStartPre=/usr/local/bin/centrifugo checkconfig --strict --config /etc/centrifugo/config.json" in unit
+    assert "ExecStartPre=/usr/local/bin/centrifugo checkconfig --strict --config /etc/centrifugo/%i.json" in unit
+    assert "ExecStart=/usr/local/bin/centrifugo --config /etc/centrifugo/%i.json" in unit
     assert f"LimitNOFILE={host.data.centrifugo_nofile}" in unit and host.data.centrifugo_nofile >= 65536
 
 
+def test_a_restart_waits_for_the_node_to_be_healthy():
+    """Rolling restarts: the next streaming host restarts only once this node answers /health."""
+    _, host = streaming_host("local")
+    inst = realtime(host)[0]
+    cmd = s.restart_command(host.data, inst, "10.78.0.12")
+    health = f"http://10.78.0.12:{inst.port + 20000}/health"
+    assert cmd.startswith(f"systemctl restart centrifugo@{inst.name}.service && ")
+    assert cmd.endswith(f"curl -fsS -o /dev/null {health}") and "seq 1 60" in cmd
+
+
 def test_app_env_values():
-    secrets = {"centrifugo_api_key": "k", "centrifugo_hmac_secret": "h"}
-    env = app_model.centrifugo_app_env("codeb.kr", ["10.0.0.3", "10.0.0.2"], 8001, secrets)
+    inst = next(i for i in load_inventory("local").get_group("app")[0].data.projects.instances
+                if "realtime" in i.needs)
+    secrets = {f"centrifugo_api_key.{inst.name}": "k", f"centrifugo_hmac_secret.{inst.name}": "h"}
+    env = app_model.centrifugo_app_env(inst, "codeb.kr", ["10.0.0.3", "10.0.0.2"], 24000, secrets)
     assert env == {
-        "CENTRIFUGO_URL": "wss://ws.codeb.kr/connection/websocket",
-        "CENTRIFUGO_API_URL": "http://10.0.0.2:8001/api",
+        "CENTRIFUGO_URL": f"wss://ws.codeb.kr/{inst.name}/connection/websocket",
+        "CENTRIFUGO_API_URL": "http://10.0.0.2:24000/api",
+        "CENTRIFUGO_API_URLS": "http://10.0.0.2:24000/api,http://10.0.0.3:24000/api",
         "CENTRIFUGO_API_KEY": "k",
         "CENTRIFUGO_SECRET": "h",
     }
     with pytest.raises(ValueError):
-        app_model.centrifugo_app_env("codeb.kr", [], 8001, secrets)
+        app_model.centrifugo_app_env(inst, "codeb.kr", [], 24000, secrets)
 
 
-# --- several streaming hosts ----------------------------------------------------------------------
-
-
-def test_two_streaming_hosts_use_redis_and_a_sticky_caddy(tmp_path, centrifugo_binary):
-    inv = two_streaming_hosts(tmp_path)
-    host = inv.get_host("n2")
-    addrs = group_addrs(inv)
-    assert addrs["streaming"] == ["10.78.0.12", "10.78.0.22"]
-    conf = config_of(inv, host)
-    assert conf["http_server"]["address"] == "10.78.0.12"  # reachable by the other host's Caddy
-    redis = conf["engine"]["redis"]
-    assert conf["engine"]["type"] == "redis"
-    assert redis["address"] == [f"redis://{a}:{host.data.redis_port}" for a in addrs["storage"]]
-    assert redis["user"] == shared.CENTRIFUGO_REDIS_USER and redis["prefix"] == shared.CENTRIFUGO_REDIS_PREFIX
-    assert redis["password"] == host.data.secrets["redis_centrifugo_password"]
-    text = s.config_json(host.data, host.data.private_ip, addrs)
-    assert checkconfig(centrifugo_binary, text, tmp_path).returncode == 0
-
-    site = s.ws_site(host.data, addrs)
-    port = host.data.centrifugo_client_port
-    assert f"reverse_proxy 10.78.0.12:{port} 10.78.0.22:{port} {{" in site
-    assert f"lb_policy {host.data.centrifugo_lb_policy}" in site
-    assert host.data.centrifugo_lb_policy in ("ip_hash", "cookie")
-    validate_caddy(tmp_path / "caddy", {"ws": site}, host.data)
-
-    # The client port opens to the streaming hosts only; it is not listened on with one host.
-    nft, _ = rendered_files(host.data, "n2", host.groups, addrs, platform_hosts(inv))["/etc/nftables.conf"]
-    (rule,) = [line.strip() for line in nft.splitlines() if 'comment "centrifugo-client"' in line]
-    assert "10.78.0.12/32, 10.78.0.22/32" in rule and f"dport {port} " in rule
+def test_secrets_are_per_instance():
+    host = load_inventory("local").get_group("app")[0]
+    names = shared.required_secrets(host.data.projects.instances)
+    for inst in realtime(host):
+        assert f"centrifugo_hmac_secret.{inst.name}" in names and f"centrifugo_api_key.{inst.name}" in names
+    assert "centrifugo_hmac_secret" not in names and "centrifugo_api_key" not in names
 
 
 # --- Caddy ---------------------------------------------------------------------------------------
@@ -274,19 +258,27 @@ def validate_caddy(tmp_path: Path, sites: dict[str, str], data) -> None:
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_ws_site(env, tmp_path):
+def test_ws_site_routes_each_instance_to_its_nodes_on_every_streaming_host(env, tmp_path):
     inv, host = streaming_host(env)
-    site = s.ws_site(host.data, group_addrs(inv))
+    addrs = group_addrs(inv)
+    site = s.ws_site(host.data, addrs)
     lines = [line.strip() for line in site.splitlines() if line.strip() and not line.strip().startswith("#")]
     assert lines[0] == f"ws.{host.data.platform_domain} {{"
     assert ("tls internal" in lines) == (host.data.tls_mode == "internal")
     assert "import security_headers" in lines and "import access_log" in lines
-    assert "handle /connection/* {" in lines
-    assert f"reverse_proxy 127.0.0.1:{host.data.centrifugo_client_port} {{" in lines
-    assert "lb_policy" not in site
+    for inst in realtime(host):
+        port = inst.port + 10000
+        assert f"handle_path /{inst.name}/* {{" in lines
+        assert f"reverse_proxy {' '.join(f'{a}:{port}' for a in sorted(addrs['streaming']))} {{" in lines
+    assert f"lb_policy {host.data.centrifugo_lb_policy}" in lines
     # Everything else: 404 (the API, metrics and health are never proxied).
-    assert lines[lines.index("handle {") + 1] == "respond 404"
+    assert lines[-4:] == ["handle {", "respond 404", "}", "}"]
     validate_caddy(tmp_path, {"ws": site}, host.data)
+
+
+def test_the_lab_deploys_two_streaming_hosts():
+    inv, _ = streaming_host("local")
+    assert group_addrs(inv)["streaming"] == ["10.78.0.12", "10.78.0.22"]
 
 
 # --- firewall --------------------------------------------------------------------------------------
@@ -299,19 +291,25 @@ def _rules(inv, host, name):
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_firewall_internal_port_for_app_and_backup_only(env):
+def test_firewall_internal_ports_for_app_and_backup_only_client_ports_for_streaming(env):
     inv, host = streaming_host(env)
     addrs = group_addrs(inv)
-    port = host.data.centrifugo_internal_port
+
+    def saddr(group):
+        return ", ".join(a + "/32" for a in addrs[group])
+
     (api,) = _rules(inv, host, "centrifugo-api")
     (metrics,) = _rules(inv, host, "centrifugo-metrics")
-    assert api == f"iifname \"wg0\" ip saddr {{ {', '.join(a + '/32' for a in addrs['app'])} }} tcp dport {port} " \
-                  f'accept comment "centrifugo-api"'
-    assert metrics == f"iifname \"wg0\" ip saddr {{ {', '.join(a + '/32' for a in addrs['backup'])} }} tcp dport " \
-                      f'{port} accept comment "centrifugo-metrics"'
+    (client,) = _rules(inv, host, "centrifugo-client")
+    assert api == f'iifname "wg0" ip saddr {{ {saddr("app")} }} tcp dport 24000-25999 accept comment "centrifugo-api"'
+    assert metrics == (f'iifname "wg0" ip saddr {{ {saddr("backup")} }} tcp dport 24000-25999 '
+                       'accept comment "centrifugo-metrics"')
+    assert client == (f'iifname "wg0" ip saddr {{ {saddr("streaming")} }} tcp dport 14000-15999 '
+                      'accept comment "centrifugo-client"')
+    for inst in realtime(host):
+        assert 24000 <= inst.port + 20000 <= 25999 and 14000 <= inst.port + 10000 <= 15999
     assert all("saddr" not in r for r in _rules(inv, host, "ws-https"))  # 443 from anywhere
     assert _rules(inv, host, "ws-http")
-    # Nothing else on the internal port; no other host opens it.
     for other in inv:
         if "streaming" not in other.groups:
             assert not _rules(inv, other, "centrifugo-api") and not _rules(inv, other, "ws-https")
