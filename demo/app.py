@@ -9,9 +9,17 @@ S3_ACCESS_KEY_ID, CENTRIFUGO_URL, CENTRIFUGO_SECRET, ... Nothing secret is ever 
                       dependency answers, 503 with the failing check otherwise.
                       With the header `X-Health-Probe: liveness` (the load balancer's
                       probe) it answers 200 as long as the process serves requests.
-    GET /api/token    a short-lived Centrifugo connection token (HS256) for the page
-    GET /             a page that connects to Centrifugo with the official JS client
+    GET /api/token    a short-lived Centrifugo connection token (HS256) for the page;
+                      `?user=<id>` signs `sub=<id>`, without it the instance's own user
+    GET /             a page signed in as a user (`?user=<id>`, else the instance's own user)
+                      that connects to CENTRIFUGO_URL with the official JS client, subscribes
+                      the user's personal channel `user:#<id>` and lists every publication
+                      (`data.text`, else the JSON) in <ul id="notifications">; the connection
+                      and subscription states are in #state and #subscription
     GET /static/centrifuge.js   the client, vendored from npm at image build time
+
+The demo has no login: the query string says who is signed in, so anyone reaching the page
+can sign a token for any user id. A real app takes the user from its own session.
 """
 
 from __future__ import annotations
@@ -22,18 +30,25 @@ import hmac
 import html
 import json
 import os
+import re
 import signal
 import socket
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs
 
 HERE = Path(__file__).resolve().parent
 VERSION = os.environ.get("DEMO_VERSION", "dev")
 INSTANCE = os.environ.get("APP_INSTANCE", socket.gethostname())
 TIMEOUT = 2.0
 STARTED = time.monotonic()
+# The user a page or token is for without `?user=`: the instance's own (as before users existed).
+DEFAULT_USER = f"demo-{INSTANCE}"
+# A user id as the `user` namespace's channels accept it (`user:#<id>`).
+USER_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+PERSONAL_NAMESPACE = "user"
 
 
 def check_database(url: str) -> None:
@@ -116,22 +131,72 @@ def connection_token(secret: str, user: str, ttl: int = 600) -> str:
     return f"{header}.{claims}.{sig}"
 
 
+def personal_channel(user: str) -> str:
+    """The user's personal channel: user-limited (`#`), so only a connection of that user subscribes."""
+    return f"{PERSONAL_NAMESPACE}:#{user}"
+
+
+def requested_user(query: str) -> str | None:
+    """The user of `?user=<id>`, DEFAULT_USER without one, None for an id that is not one."""
+    values = parse_qs(query, keep_blank_values=True).get("user")
+    if not values:
+        return DEFAULT_USER
+    user = values[-1]
+    return user if USER_RE.fullmatch(user) else None
+
+
+def script_json(value) -> str:
+    """JSON for inside a <script> element: no `</script>`, `<!--` or `&` can end or change it."""
+    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title></head>
 <body>
 <h1>{title}</h1>
 <p>version {version}</p>
+<p>signed in as <span id="user">{user}</span></p>
 <p>realtime: <span id="state">connecting</span></p>
+<p>notifications on <span id="channel">{channel}</span>: <span id="subscription">unsubscribed</span></p>
+<ul id="notifications"></ul>
 <script src="/static/centrifuge.js"></script>
 <script>
-(async function () {{
+(function () {{
+  const config = {config};
   const state = document.getElementById("state");
-  const res = await fetch("/api/token");
-  const {{ token }} = await res.json();
-  const client = new Centrifuge({endpoint}, {{ token: token }});
+  const subscription = document.getElementById("subscription");
+  const list = document.getElementById("notifications");
+  if (!config.endpoint) {{ state.textContent = "error: realtime not configured"; return; }}
+  // The connection token for the signed-in user; fetched again when it is about to expire.
+  function getToken() {{
+    return fetch("/api/token?user=" + encodeURIComponent(config.user), {{ cache: "no-store" }})
+      .then(function (res) {{
+        if (res.status === 401 || res.status === 403 || res.status === 404) {{
+          throw new Centrifuge.UnauthorizedError("token endpoint answered " + res.status);
+        }}
+        if (!res.ok) {{ throw new Error("token endpoint answered " + res.status); }}
+        return res.json();
+      }})
+      .then(function (body) {{ return body.token; }});
+  }}
+  const client = new Centrifuge(config.endpoint, {{ getToken: getToken }});
+  client.on("connecting", function (ctx) {{ state.textContent = "connecting"; }});
   client.on("connected", function () {{ state.textContent = "connected"; }});
   client.on("disconnected", function (ctx) {{ state.textContent = "disconnected: " + ctx.reason; }});
   client.on("error", function (ctx) {{ state.textContent = "error: " + ctx.error.message; }});
+  // The personal channel needs no subscription token: the server admits the token's user only.
+  const sub = client.newSubscription(config.channel);
+  sub.on("subscribing", function () {{ subscription.textContent = "subscribing"; }});
+  sub.on("subscribed", function () {{ subscription.textContent = "subscribed"; }});
+  sub.on("unsubscribed", function (ctx) {{ subscription.textContent = "unsubscribed: " + ctx.reason; }});
+  sub.on("error", function (ctx) {{ subscription.textContent = "error: " + ctx.error.message; }});
+  sub.on("publication", function (ctx) {{
+    const item = document.createElement("li");
+    const data = ctx.data;
+    item.textContent = data && typeof data.text === "string" ? data.text : JSON.stringify(data);
+    list.appendChild(item);
+  }});
+  sub.subscribe();
   client.connect();
 }})();
 </script>
@@ -159,7 +224,7 @@ class Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self):  # noqa: N802
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
         if path == "/api/health":
             if self.headers.get("X-Health-Probe") == "liveness":
                 return self._json(200, {"status": "alive", "version": VERSION})
@@ -169,14 +234,22 @@ class Handler(BaseHTTPRequestHandler):
             secret = os.environ.get("CENTRIFUGO_SECRET")
             if not secret:
                 return self._json(404, {"error": "realtime not configured"})
-            return self._json(200, {"token": connection_token(secret, f"demo-{INSTANCE}")})
+            user = requested_user(query)
+            if user is None:
+                return self._json(400, {"error": "user: 1 to 64 of A-Z a-z 0-9 _ -"})
+            return self._json(200, {"token": connection_token(secret, user)})
         if path == "/static/centrifuge.js":
             js = HERE / "static" / "centrifuge.js"
             if js.exists():
                 return self._send(200, js.read_bytes(), "application/javascript")
         if path == "/":
+            user = requested_user(query)
+            if user is None:
+                return self._json(400, {"error": "user: 1 to 64 of A-Z a-z 0-9 _ -"})
+            channel = personal_channel(user)
+            config = {"endpoint": os.environ.get("CENTRIFUGO_URL", ""), "user": user, "channel": channel}
             page = PAGE.format(title=html.escape(f"demo {INSTANCE}"), version=html.escape(VERSION),
-                               endpoint=json.dumps(os.environ.get("CENTRIFUGO_URL", "")))
+                               user=html.escape(user), channel=html.escape(channel), config=script_json(config))
             return self._send(200, page.encode(), "text/html; charset=utf-8")
         return self._json(404, {"error": "not found"})
 
