@@ -41,16 +41,16 @@ deps:
 	@lab/deps
 
 validate: venv
-	$(PY) -m codeb.cli validate
+	$(PY) -m tools.cli validate
 
 ports: venv
-	@$(PY) -m codeb.cli ports
+	@$(PY) -m tools.cli ports
 
 team: venv
-	@$(PY) -m codeb.cli team
+	@$(PY) -m tools.cli team
 
 secrets: venv
-	$(PY) -m codeb.cli secrets $(ENV)
+	$(PY) -m tools.cli secrets $(ENV)
 
 # Every pinned binary, built before pyinfra starts (the deploy only looks them up):
 # one line per artifact with its version, whether it was built or cached, and the time.
@@ -58,7 +58,7 @@ artifacts: venv
 	$(PY) -m codeb.artifacts build $(ENV)
 
 up: venv deps artifacts
-	$(PY) -m codeb.cli secrets local
+	$(PY) -m tools.cli secrets local
 	$(PY) -m lab.topology up
 	$(PY) -m demo.build
 	lab/converge
@@ -71,23 +71,23 @@ status: venv
 
 # Exit 0: nothing would change; 2: drift (changes shown as diffs); 1: error.
 plan: venv artifacts
-	$(PY) -m codeb.run plan $(ENV)
+	$(PY) -m tools.run plan $(ENV)
 
 apply: venv artifacts
 	@if [ -z "$${CI:-}" ] && [ "$(ENV)" != local ]; then read -r -p "Apply deploy.py to $(ENV)? [y/N] " a; [ "$$a" = y ]; fi
-	$(PY) -m codeb.run apply $(ENV)
+	$(PY) -m tools.run apply $(ENV)
 
 # From freshly installed Debian 13 hosts reachable as root with a key: the deploy
 # account, hardened SSH, missing secrets, the whole deploy, then the checks.
 bootstrap: venv artifacts
-	$(PY) -m codeb.cli secrets $(ENV)
+	$(PY) -m tools.cli secrets $(ENV)
 	@if [ "$(ENV)" = local ]; then $(MAKE) --no-print-directory deps && $(PY) -m lab.topology up && $(PY) -m demo.build; fi
-	$(PY) -m codeb.run bootstrap $(ENV)
-	$(PY) -m codeb.health $(ENV)
-	@if [ "$(ENV)" = local ]; then $(PY) -m pytest -q tests/topology; else $(PY) -m codeb.run plan $(ENV); fi
+	$(PY) -m tools.run bootstrap $(ENV)
+	$(PY) -m tools.health $(ENV)
+	@if [ "$(ENV)" = local ]; then $(PY) -m pytest -q tests/topology; else $(PY) -m tools.run plan $(ENV); fi
 
 health: venv
-	$(PY) -m codeb.health $(ENV)
+	$(PY) -m tools.health $(ENV)
 
 test-unit: venv deps artifacts
 	$(VENV)/bin/ruff check .

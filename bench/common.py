@@ -127,7 +127,7 @@ def wait_for(check, timeout: float, interval: float = 2.0, what: str = "") -> fl
 
 
 def health_ok() -> tuple[bool, str]:
-    proc = sh([PY, "-m", "codeb.health", "local"], timeout=180)
+    proc = sh([PY, "-m", "tools.health", "local"], timeout=180)
     last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-300:]
     return proc.returncode == 0, last
 

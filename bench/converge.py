@@ -3,8 +3,8 @@ same state checks run by hand over one SSH session per host.
 
 Cold: `python -m lab.topology down`, then timed: `lab.topology up` (guests from the cached
 base image, booted, SSH up), `demo.build` (skipped when the registry has the image),
-`codeb.run bootstrap local` (deploy account as root, then the whole deploy.py), and
-`codeb.health` until every row is ok.
+`tools.run bootstrap local` (deploy account as root, then the whole deploy.py), and
+`tools.health` until every row is ok.
 
 Hand-run checks: a `pyinfra --dry --debug` run of the same deploy logs every command pyinfra
 runs on each host to learn its state (its facts: dpkg-query, stat and sha1sum of managed
@@ -37,7 +37,7 @@ from bench.common import (
     stream,
     wait_for,
 )
-from codeb.run import count_changes
+from tools.run import count_changes
 
 RUNNING = re.compile(r"Running command on (?P<host>[\w.-]+): \(pty=\w+\) (?P<cmd>.*)$")
 SUDO = re.compile(r"^sudo -H -n (?:-u root )?")
@@ -108,7 +108,7 @@ def hand_checks() -> tuple[float, dict[str, int]]:
 
 
 def noop() -> tuple[float, int | None, int]:
-    rc, out, took = stream([PY, "-m", "codeb.run", "apply", "local", "--expect-no-changes"], timeout=1200,
+    rc, out, took = stream([PY, "-m", "tools.run", "apply", "local", "--expect-no-changes"], timeout=1200,
                            quiet=True)
     return took, count_changes(out), rc
 
@@ -129,7 +129,7 @@ def measure(cold: bool = True) -> list[dict]:
         if rc:
             raise RuntimeError("demo.build failed")
         log("cold converge: bootstrap + apply (output in .lab/logs/)")
-        rc, out, t_conv = stream([PY, "-m", "codeb.run", "bootstrap", "local"], timeout=3600, quiet=True)
+        rc, out, t_conv = stream([PY, "-m", "tools.run", "bootstrap", "local"], timeout=3600, quiet=True)
         if rc:
             raise RuntimeError(f"cold converge failed (exit {rc}); see .lab/logs/")
         changes = last_changes(out)
@@ -148,7 +148,7 @@ def measure(cold: bool = True) -> list[dict]:
     best = min(r[0] for r in runs)
     zero = all(r[1] == 0 and r[2] == 0 for r in runs)
     figures.append(figure("No-op converge of all hosts", round(best, 1), "s",
-                          f"`python -m codeb.run apply local --expect-no-changes` ({hosts} hosts in parallel), "
+                          f"`python -m tools.run apply local --expect-no-changes` ({hosts} hosts in parallel), "
                           f"best of 2 runs ({', '.join(f'{r[0]:.1f} s' for r in runs)}); changes reported: "
                           f"{[r[1] for r in runs]}", target="<= 20 s and 0 changes", ok=best <= 20 and zero))
     by_hand, counts = hand_checks()

@@ -49,8 +49,8 @@ from bench.common import (
     ssh,
     wait_for,
 )
-from codeb.run import count_changes
 from lab.topology import ssh_tunnel
+from tools.run import count_changes
 
 OP_LINE = re.compile(r"^--> Starting operation: (.*)$")
 

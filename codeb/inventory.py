@@ -68,7 +68,7 @@ def mesh_peers(inv=None) -> list[dict]:
 
 
 # --- inventory files, read on the control node ---------------------------------------------------
-# The control-node commands (codeb.run, codeb.health, tools/, bench/, the lab harness and the
+# The control-node commands (tools.run, tools.health, tools/, bench/, the lab harness and the
 # topology tests) read an inventory file here, and only here: hosts per group with their data.
 
 REPO = Path(__file__).resolve().parent.parent

@@ -31,7 +31,7 @@ HOST_GROUPS = ("app", "streaming", "storage", "backup")
 LB_POLICIES = ("round_robin", "least_conn", "ip_hash", "cookie")
 NEEDS = ("database", "redis", "bucket", "realtime")
 
-PROJECT_KEYS = {"description", "image", "needs", "environments", "lb_policy", "group"}
+PROJECT_KEYS = {"description", "image", "needs", "environments", "lb_policy", "group", "rate_limit"}
 ENV_KEYS = {"port", "domains", "image", "tag", "group"}
 
 # A name must be usable as a DNS label, a SQL identifier (after '-' -> '_'),
@@ -42,6 +42,10 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,22}[a-z0-9]$")
 LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*[a-z0-9]$")
 TAG_RE = re.compile(r"^([A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|sha256:[a-f0-9]{64})$")
+# rate_limit.window: a whole number of seconds, minutes or hours (a Caddy duration).
+WINDOW_RE = re.compile(r"^[1-9][0-9]{0,4}[smh]$")
+RATE_LIMIT_KEYS = ("requests", "window")
+RATE_LIMIT_MAX_REQUESTS = 1_000_000
 
 
 class RegistryError(Exception):
@@ -50,6 +54,14 @@ class RegistryError(Exception):
     def __init__(self, problems: list[str]):
         self.problems = problems
         super().__init__("\n".join(problems))
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most `requests` requests per client IP in any sliding `window` (Caddy duration)."""
+
+    requests: int
+    window: str
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,8 @@ class Instance:
     group: str
     needs: frozenset[str]
     lb_policy: str = "round_robin"
+    # Per-site rate limit (Caddy's rate_limit, keyed by client IP); None: no limit.
+    rate_limit: RateLimit | None = None
 
     @property
     def name(self) -> str:
@@ -91,6 +105,32 @@ def valid_domain(domain: str) -> bool:
         return False
     # The top-level label is alphabetic.
     return labels[-1].isalpha() and len(labels[-1]) >= 2
+
+
+def _check_rate_limit(where: str, value, problems: list[str]) -> RateLimit | None:
+    """The optional `rate_limit: {requests: N, window: 1m}` of a project; None when absent."""
+    if value is None:
+        return None
+    shape = (f"field 'rate_limit' must be a mapping {{requests: <1-{RATE_LIMIT_MAX_REQUESTS}>, "
+             "window: <duration like 30s, 1m, 1h>}")
+    if not isinstance(value, dict):
+        problems.append(f"{where}: {shape}")
+        return None
+    ok = True
+    for key in sorted(set(value) - set(RATE_LIMIT_KEYS), key=str):
+        problems.append(f"{where}: unknown key 'rate_limit.{key}' (allowed: {', '.join(RATE_LIMIT_KEYS)})")
+        ok = False
+    requests, window = value.get("requests"), value.get("window")
+    if (not isinstance(requests, int) or isinstance(requests, bool)
+            or not 1 <= requests <= RATE_LIMIT_MAX_REQUESTS):
+        problems.append(f"{where}: field 'rate_limit.requests' is {requests!r}, "
+                        f"must be an integer in 1-{RATE_LIMIT_MAX_REQUESTS}")
+        ok = False
+    if not isinstance(window, str) or not WINDOW_RE.fullmatch(window):
+        problems.append(f"{where}: field 'rate_limit.window' is {window!r}, "
+                        "must be a duration like 30s, 1m or 1h (a whole number and s, m or h)")
+        ok = False
+    return RateLimit(requests=requests, window=window) if ok else None
 
 
 def _check_project(name, spec, problems: list[str]) -> list[Instance]:
@@ -123,6 +163,7 @@ def _check_project(name, spec, problems: list[str]) -> list[Instance]:
     lb_policy = spec.get("lb_policy", "round_robin")
     if lb_policy not in LB_POLICIES:
         problems.append(f"{where}: field 'lb_policy' is {lb_policy!r}, must be one of {', '.join(LB_POLICIES)}")
+    rate_limit = _check_rate_limit(where, spec.get("rate_limit"), problems)
 
     default_image = spec.get("image")
     envs = spec.get("environments")
@@ -190,6 +231,7 @@ def _check_project(name, spec, problems: list[str]) -> list[Instance]:
                 group=group,
                 needs=need_set,
                 lb_policy=lb_policy,
+                rate_limit=rate_limit,
             )
         )
     return instances

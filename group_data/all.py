@@ -148,6 +148,21 @@ artifacts = {
             ],
         },
     },
+    # Caddy v2.11.9 with the rate-limit plugin (services/caddy, over Debian's package by
+    # dpkg-divert): a `main` pin, Caddy's own main package plus the plugin's import. The Go
+    # module proxy serves caddy-ratelimit v0.1.0 only (no version list, no newer tag); it
+    # builds against Caddy v2.11.9 unchanged (minimal version selection keeps v2.11.9).
+    "caddy": {
+        "module": "github.com/caddyserver/caddy/v2",
+        "version": "v2.11.9",
+        "require": {"github.com/mholt/caddy-ratelimit": "v0.1.0"},
+        "main": {
+            "call": "github.com/caddyserver/caddy/v2/cmd.Main",
+            "imports": ["github.com/caddyserver/caddy/v2/modules/standard", "github.com/mholt/caddy-ratelimit"],
+        },
+        "binary": "caddy",
+        "sha256": "bce0bcd41fc40746a9a41936af9e353590b6dc33f22d24c06c1326a71c4218a8",
+    },
 }
 # Control-node tools built the same way (not deployed): the workflow linter of the unit tests.
 tool_artifacts = {
@@ -240,8 +255,15 @@ app_start_timeout = 120
 app_lb_health_interval = "2s"
 # Seconds between switching Caddy to the new slot and stopping the old one.
 app_drain_seconds = 5
+# Caddy (app sites; the ws. site of the streaming hosts reads it too): how long a reload keeps
+# the WebSockets the previous configuration proxies open (reverse_proxy stream_close_delay)
+# before closing them; "0s" closes them at once (Caddy's default). Every release and config
+# change reloads Caddy: 5 minutes spans a series of releases and lets most connections end on
+# their own, while the old configuration's connections (and its memory) do not linger for
+# long. A release still ends its old slot's connections when it stops that slot.
+caddy_stream_close_delay = "5m"
 
-# `make health ENV=<env>`: what each host checks on itself (codeb/health.py).
+# `make health ENV=<env>`: what each host checks on itself (tools/health.py).
 # App hosts also check every registry instance's /api/health on its slot ports.
 health_checks = {
     "all": {"units": ["ssh", "nftables", "prometheus-node-exporter", "wg-quick@wg0"]},
@@ -249,7 +271,7 @@ health_checks = {
         "units": ["postgresql@17-main", "redis-server", "garage", "pdns"],
         "http": {"garage health": "http://{private_ip}:3903/health"},
     },
-    "streaming": {"units": ["caddy"]},  # and every instance's centrifugo@<instance> (codeb/health.py)
+    "streaming": {"units": ["caddy"]},  # and every instance's centrifugo@<instance> (tools/health.py)
     "app": {"units": ["caddy"]},
     "backup": {"units": []},
 }

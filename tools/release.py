@@ -32,6 +32,7 @@ from pathlib import Path
 
 from codeb import ssh
 from codeb.inventory import load_pyinfra_inventory
+from services import caddy
 from services.app import model as app_model
 from services.app import render as r
 
@@ -173,10 +174,12 @@ class Release:
     def switch_site(self, h: Remote, target: str) -> None:
         h.write(self.site_path(), self.site(h, target))
         h.switched = True
-        check = h.run("caddy validate --config /etc/caddy/Caddyfile --adapter caddyfile", check=False)
+        check = h.run(caddy.CHECK, check=False)
         if check.returncode != 0:
             raise ReleaseError(f"{h.name}: caddy validate rejects the site: {check.stderr.strip()[-400:]}")
-        h.run("systemctl reload caddy")
+        # Reloaded and recorded as the deploy does (codeb/ops.restart_on_change), so the next
+        # apply finds Caddy's configuration applied and reloads nothing.
+        h.run(caddy.RELOAD)
         want = f"127.0.0.1:{self.inst.slot_ports[target]}" if len(self.app_addrs) <= 1 else None
         domain = self.inst.domains[0]
         for _ in range(20):
@@ -202,8 +205,7 @@ class Release:
         try:
             if h.switched:
                 h.write(self.site_path(), self.site(h, h.old_state["active"]))
-                h.run("caddy validate --config /etc/caddy/Caddyfile --adapter caddyfile && systemctl reload caddy",
-                      check=False)
+                h.run(caddy.RELOAD, check=False)
             if h.started:
                 h.run(f"systemctl stop {r.service(self.inst, target)}", check=False)
             self.install_units(h, h.old_state)

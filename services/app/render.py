@@ -87,7 +87,8 @@ def site(inst: Instance, slot: str, data, app_addrs, self_addr) -> str:
         name=inst.name, slot=slot, domains=list(inst.domains), tls=tls_directive(data.tls_mode),
         upstreams=model.app_upstreams(inst, slot, app_addrs),
         lb_policy=model.caddy_lb_policy(inst.lb_policy, inst), health_interval=data.app_lb_health_interval,
-        health_path=model.HEALTH_PATH,
+        health_path=model.HEALTH_PATH, rate_limit=inst.rate_limit,
+        stream_close_delay=data.get("caddy_stream_close_delay"),
     )
 
 

@@ -1,4 +1,12 @@
-"""Caddy from Debian: one global Caddyfile, one file per site, validated before reload.
+"""Caddy: one global Caddyfile, one file per site, validated before reload.
+
+Debian's `caddy` package provides the user, /etc/caddy, the systemd unit and the
+directories; its program is replaced by the pinned build (`artifacts['caddy']`: Caddy with
+the rate-limit plugin, codeb/artifacts.py) the Debian way: a local dpkg diversion moves the
+package's /usr/bin/caddy to /usr/bin/caddy.debian, so an upgrade of the package writes its
+binary there and never over ours. A new binary restarts Caddy (a reload keeps the running
+program); a configuration change reloads it, and open WebSockets outlive the reload for
+`caddy_stream_close_delay` (the sites' reverse_proxy `stream_close_delay`).
 
 Roles call `caddy(sites)` with {site name: site block text}. TLS is data: with
 `tls_mode = "acme"` Caddy gets public certificates automatically; with
@@ -15,8 +23,9 @@ from pyinfra.api import deploy
 from pyinfra.facts.files import FindFiles
 from pyinfra.operations import apt, files, systemd
 
+from codeb import artifacts
 from codeb.files import put, put_secret
-from codeb.ops import APPLIED, record, restart_on_change
+from codeb.ops import APPLIED, converge, record, restart_on_change
 from codeb.render import templates
 
 render = templates(__file__)
@@ -26,13 +35,30 @@ PKI_DIR = "/etc/caddy/pki"
 REPO = Path(__file__).resolve().parent.parent.parent
 
 
-VALIDATE_CADDYFILE = "caddy validate --adapter caddyfile --config {new}"
-CHECK = "caddy validate --config /etc/caddy/Caddyfile --adapter caddyfile"
+# The pinned program, where Debian's unit runs it; the package's own, diverted.
+PIN = "caddy"
+BINARY = "/usr/bin/caddy"
+DEBIAN_BINARY = "/usr/bin/caddy.debian"
+DIVERT = f"dpkg-divert --local --rename --divert {DEBIAN_BINARY} --add {BINARY}"
+
+# Every check runs the pinned binary (installed before any configuration is written).
+VALIDATE_CADDYFILE = f"{BINARY} validate --adapter caddyfile --config {{new}}"
+CHECK = f"{BINARY} validate --config /etc/caddy/Caddyfile --adapter caddyfile"
 # What Caddy's running configuration is made of (a glob: sites come and go).
 WATCHED = ["/etc/caddy/Caddyfile", f"{PKI_DIR}/root.crt", f"{PKI_DIR}/root.key", f"{SITES_DIR}/*.caddy"]
 MARKER = f"{APPLIED}/caddy.reload"
 # `make release` switches a site itself: it checks, reloads and records the same way.
 RELOAD = f"{CHECK} && systemctl reload caddy && {record(WATCHED, MARKER)}"
+# A new binary restarts Caddy; the restart also loads the configuration, so it records it too
+# (the reload after it then finds nothing to do).
+RESTART_MARKER = f"{APPLIED}/caddy.restart"
+RESTART = f"systemctl restart caddy && {record(WATCHED, MARKER)}"
+
+
+def local_binary(spec: dict | None = None) -> Path:
+    """The pinned Caddy in this control node's artifact cache (ArtifactError if not built):
+    what the deploy uploads, and what the unit tests validate rendered configuration with."""
+    return artifacts.lookup(spec or artifacts.pins()[PIN], PIN).path
 
 
 def validate_site(name: str) -> str:
@@ -40,7 +66,7 @@ def validate_site(name: str) -> str:
     a copy of the sites directory and a Caddyfile that imports the copy, removed afterwards."""
     return ('d=$(mktemp -d) && cp -a ' + SITES_DIR + '/. "$d"/ && cp {new} "$d"/' + name + '.caddy && '
             'sed "s#import ' + SITES_DIR + '/#import $d/#" /etc/caddy/Caddyfile > "$d"/Caddyfile.check && '
-            'caddy validate --adapter caddyfile --config "$d"/Caddyfile.check; rc=$?; rm -rf "$d"; exit $rc')
+            + BINARY + ' validate --adapter caddyfile --config "$d"/Caddyfile.check; rc=$?; rm -rf "$d"; exit $rc')
 
 
 def tls_directive(tls_mode: str) -> str:
@@ -63,6 +89,11 @@ def caddyfile(data) -> str:
 def caddy(sites: dict[str, str]):
     data = host.data
     apt.packages(name="caddy package", packages=["caddy"], update=True, cache_time=3600)
+    pinned = artifacts.lookup(data.artifacts[PIN], PIN)
+    # Once: the package's binary moves aside (and every later upgrade of it lands there too).
+    converge(name=f"Divert Debian's {BINARY} to {DEBIAN_BINARY}", state_command=f"dpkg-divert --truename {BINARY}",
+             apply_command=DIVERT, expected=[DEBIAN_BINARY])
+    artifacts.install(pinned, BINARY)
 
     if data.tls_mode == "internal":
         files.directory(name=f"{PKI_DIR}", path=PKI_DIR, user="root", group="caddy", mode="750")
@@ -80,6 +111,10 @@ def caddy(sites: dict[str, str]):
             files.file(name=f"Remove stale site {path}", path=path, present=False)
 
     systemd.service(name="caddy running", service="caddy", running=True, enabled=True)
+    # A changed binary needs a restart (a reload keeps the old program running). It drops open
+    # connections, WebSockets included, so it happens only when the pin changes.
+    restart_on_change("Check and restart Caddy (binary changed)", [BINARY], RESTART, validate=CHECK,
+                      marker=RESTART_MARKER)
     # A config Caddy rejects never reaches the running server; a removed site changes the
     # list of files, so it reloads too.
     restart_on_change("Check and reload Caddy (configuration changed)", WATCHED, "systemctl reload caddy",

@@ -111,10 +111,10 @@ def gateway_ssh(user: str, name: str, *extra: str, timeout: int = 10) -> subproc
 
 def deploy(command: str, *args: str, env: dict | None = None, inventory_file: str | Path | None = None,
            timeout: float = 900) -> subprocess.CompletedProcess:
-    """`python -m codeb.run <command> local` (apply, plan, bootstrap), as `make apply`/`make plan`
+    """`python -m tools.run <command> local` (apply, plan, bootstrap), as `make apply`/`make plan`
     run it (pyinfra's output on stdout, a log in .lab/logs). `args` go to pyinfra (--limit, --data);
     `env` is added to the environment; `inventory_file` replaces inventory/local.py."""
-    cmd = [sys.executable, "-m", "codeb.run", command, "local"]
+    cmd = [sys.executable, "-m", "tools.run", command, "local"]
     if inventory_file:
         cmd += ["--inventory", str(inventory_file)]
     if args:

@@ -196,7 +196,7 @@ def test_every_client_gets_every_publication_once_in_order_through_reload_restar
             time.sleep(3)
         # (b) a project and a domain of the instance are added: new origins, one node at a time.
         env = {"CODEB_REGISTRY_FILE": str(registry_file)}
-        secrets = subprocess.run([sys.executable, "-m", "codeb.cli", "secrets", "local"], cwd=REPO,
+        secrets = subprocess.run([sys.executable, "-m", "tools.cli", "secrets", "local"], cwd=REPO,
                                  capture_output=True, text=True, env={**os.environ, **env}, timeout=120)
         assert secrets.returncode == 0, secrets.stdout + secrets.stderr
         mark("(b) apply: a project and a domain added")

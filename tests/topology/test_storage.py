@@ -397,7 +397,7 @@ def extra_project(tmp_path_factory, apply):
     path = tmp_path_factory.mktemp("registry") / "projects.yml"
     path.write_text(yaml.safe_dump(doc))
     env = dict(os.environ, CODEB_REGISTRY_FILE=str(path))
-    subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-m", "codeb.cli", "secrets", "local"], cwd=REPO,
+    subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-m", "tools.cli", "secrets", "local"], cwd=REPO,
                    env=env, check=True, capture_output=True)
     lab_secrets.cache_clear()
     reg = registry.load(path)

@@ -143,3 +143,37 @@ def test_trailing_newlines_the_issue_named_are_refused(raw_registry):
     out = problems(raw_registry)
     assert any("malformed domain" in p for p in out) and any("field 'tag'" in p for p in out)
     assert any("'foo\\n'" in p and "name must match" in p for p in out), out
+
+
+# --- rate_limit -----------------------------------------------------------------------------
+
+
+def test_a_project_rate_limit_reaches_every_instance_and_defaults_to_none(raw_registry):
+    raw_registry["projects"]["workb"]["rate_limit"] = {"requests": 300, "window": "1m"}
+    reg = registry.validate(raw_registry)
+    for inst in reg.instances:
+        if inst.project == "workb":
+            assert inst.rate_limit == registry.RateLimit(requests=300, window="1m")
+        elif "rate_limit" not in raw_registry["projects"][inst.project]:
+            assert inst.rate_limit is None
+
+
+@pytest.mark.parametrize("value,field", [
+    ("100/m", "'rate_limit'"),
+    ({"requests": 100}, "'rate_limit.window'"),
+    ({"window": "1m"}, "'rate_limit.requests'"),
+    ({"requests": 0, "window": "1m"}, "'rate_limit.requests'"),
+    ({"requests": True, "window": "1m"}, "'rate_limit.requests'"),
+    ({"requests": "100", "window": "1m"}, "'rate_limit.requests'"),
+    ({"requests": 100, "window": "1 minute"}, "'rate_limit.window'"),
+    ({"requests": 100, "window": "0s"}, "'rate_limit.window'"),
+    ({"requests": 100, "window": "1m\n"}, "'rate_limit.window'"),
+    ({"requests": 100, "window": 60}, "'rate_limit.window'"),
+    ({"requests": 100, "window": "1m", "burst": 5}, "'rate_limit.burst'"),
+])
+def test_a_bad_rate_limit_is_one_line_naming_the_field(raw_registry, value, field):
+    raw_registry["projects"]["workb"]["rate_limit"] = value
+    out = problems(raw_registry)
+    mine = [p for p in out if "rate_limit" in p]
+    assert len(mine) == 1 and "project 'workb'" in mine[0] and field in mine[0], out
+    assert "\n" not in mine[0]

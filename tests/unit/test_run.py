@@ -1,7 +1,7 @@
 """Reading pyinfra's tables: the change counts behind `make plan`'s exit code and the no-op check."""
 
-from codeb import run
-from codeb.run import count_changes, planned_changes
+from tools import run
+from tools.run import count_changes, planned_changes
 
 PLAN = """--> Detected changes:
     Operation                                             Change       Conditional Change

@@ -11,9 +11,10 @@ import pytest
 
 from codeb import shared
 from codeb.inventory import group_addrs
-from codeb.registry import SLOTS, Instance
+from codeb.registry import SLOTS, Instance, RateLimit
 from services.app import model as app_model
 from services.app import render as r
+from services.caddy.tests import pinned_caddy
 from tests.unit.conftest import load_inventory
 
 ENVS = ("local", "staging", "production")
@@ -177,9 +178,7 @@ def test_upstreams_single_and_multi_host():
 def _validate_caddy(tmp_path, sites: dict[str, str], data):
     from services.caddy import caddyfile
 
-    caddy = shutil.which("caddy")
-    if not caddy:
-        pytest.skip("caddy is not installed (make deps)")
+    caddy = pinned_caddy()
     main = caddyfile(data).replace("/etc/caddy/sites/", f"{tmp_path}/sites/")
     (tmp_path / "sites").mkdir()
     for name, body in sites.items():
@@ -187,7 +186,7 @@ def _validate_caddy(tmp_path, sites: dict[str, str], data):
     (tmp_path / "Caddyfile").write_text(main)
     proc = subprocess.run([caddy, "validate", "--config", str(tmp_path / "Caddyfile"), "--adapter", "caddyfile"],
                           capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]  # Caddy logs errors to stdout
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -203,6 +202,9 @@ def test_sites_pass_caddy_validate(env, tmp_path):
         assert "health_uri /api/health" in body and "header_down X-Upstream {rp.upstream.hostport}" in body
         assert f"127.0.0.1:{i.slot_ports['blue']}" in body
         assert ("tls internal" in body) == (env == "local")
+        # Open WebSockets outlive a reload (group data), and no limit unless the registry sets one.
+        assert f"stream_close_delay {host.data.caddy_stream_close_delay}" in body
+        assert ("rate_limit {" in body) == (i.rate_limit is not None)
     data = host.data
     _validate_caddy(tmp_path, sites, data if env != "local" else SimpleNamespace(
         tls_mode="acme", get=data.get, platform_domain=data.platform_domain))
@@ -218,6 +220,21 @@ def test_multi_host_sites_balance_with_the_registry_policy(tmp_path):
         assert f"reverse_proxy 10.0.0.1:{i.slot_ports['green']} 10.0.0.2:{i.slot_ports['green']} {{" in body
         assert f"lb_policy {app_model.caddy_lb_policy(i.lb_policy, i)}" in body
     _validate_caddy(tmp_path, sites, host.data)
+
+
+def test_a_rate_limited_site_limits_per_client_ip_and_passes_caddy_validate(tmp_path):
+    """The registry's rate_limit becomes the plugin's rate_limit, one zone per instance (zones are
+    shared by name across a Caddy process), keyed by the client address; the pinned Caddy
+    (which has the plugin and orders it before the proxy) accepts it."""
+    _, host = app_host("production")
+    limited = inst(rate_limit=RateLimit(requests=100, window="1m"))
+    body = r.site(limited, "blue", host.data, ["10.0.0.1"], "10.0.0.1")
+    lines = [line.strip() for line in body.splitlines()]
+    block = lines[lines.index("rate_limit {"):lines.index("reverse_proxy 127.0.0.1:4200 {")]
+    assert block == ["rate_limit {", "zone shop-production {", "key {remote_host}", "events 100", "window 1m",
+                     "}", "}"]
+    assert "rate_limit" not in r.site(inst(), "blue", host.data, ["10.0.0.1"], "10.0.0.1")
+    _validate_caddy(tmp_path, {r.site_name(limited): body}, host.data)
 
 
 # --- Podman configuration -----------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -237,16 +236,15 @@ def test_secrets_are_per_instance():
 def validate_caddy(tmp_path: Path, sites: dict[str, str], data) -> None:
     """`caddy validate` on the global Caddyfile and the sites, /etc paths moved to tmp_path."""
     from services.caddy import PKI_DIR, SITES_DIR, caddyfile
+    from services.caddy.tests import pinned_caddy
 
-    caddy = shutil.which("caddy")
-    if not caddy:
-        pytest.skip("caddy is not installed (make deps)")
+    caddy = pinned_caddy()  # the version and plugins the hosts run
     (tmp_path / "sites").mkdir(parents=True)
     main = caddyfile(data).replace(f"{SITES_DIR}/", f"{tmp_path}/sites/").replace(f"{PKI_DIR}/", f"{tmp_path}/")
     if data.tls_mode == "internal":  # a throwaway CA where the environment's root would be
         subprocess.run(["openssl", "req", "-x509", "-new", "-nodes", "-newkey", "ec", "-pkeyopt",
                         "ec_paramgen_curve:P-256", "-keyout", str(tmp_path / "root.key"), "-out",
-                        str(tmp_path / "root.crt"), "-days", "1", "-subj", "/CN=test root",
+                        str(tmp_path / "root.crt"), "-days", "30", "-subj", "/CN=test root",
                         "-addext", "basicConstraints=critical,CA:TRUE"], check=True, capture_output=True)
     for name, body in sites.items():
         (tmp_path / "sites" / f"{name}.caddy").write_text(body)

@@ -1,9 +1,9 @@
 """Control-node commands behind the Makefile.
 
-    python -m codeb.cli validate          # the registry, one line per problem
-    python -m codeb.cli ports             # the port manifest
-    python -m codeb.cli secrets ENV       # create or extend ENV's secrets (never rotates)
-    python -m codeb.cli team              # the team registry and what each role grants
+    python -m tools.cli validate          # the registry, one line per problem
+    python -m tools.cli ports             # the port manifest
+    python -m tools.cli secrets ENV       # create or extend ENV's secrets (never rotates)
+    python -m tools.cli team              # the team registry and what each role grants
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import runpy
 import sys
 from pathlib import Path
 
-from . import registry, secrets, shared
+from codeb import registry, secrets, shared
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,8 +1,8 @@
 """Apply, plan and bootstrap an environment; count what changed.
 
-    python -m codeb.run plan ENV                  # --dry --diff; exit 0: no drift, 2: would change, 1: error
-    python -m codeb.run apply ENV [--expect-no-changes]
-    python -m codeb.run bootstrap ENV             # bare hosts -> deploy account -> full apply
+    python -m tools.run plan ENV                  # --dry --diff; exit 0: no drift, 2: would change, 1: error
+    python -m tools.run apply ENV [--expect-no-changes]
+    python -m tools.run bootstrap ENV             # bare hosts -> deploy account -> full apply
     ... [--inventory PATH]                        # another inventory file of ENV (default inventory/ENV.py)
     ... [-- PYINFRA ARGS]                         # apply, plan: more pyinfra arguments (--limit, --data)
 

@@ -13,8 +13,8 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
-from . import registry, ssh
-from .inventory import REPO, read_inventory, unique_hosts
+from codeb import registry, ssh
+from codeb.inventory import REPO, read_inventory, unique_hosts
 
 
 def host_groups(env: str) -> dict[str, tuple[dict, list[str]]]:
