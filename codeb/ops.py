@@ -113,10 +113,6 @@ def applied_directory():
     return files.directory(name=APPLIED, path=APPLIED, user="root", group="root", mode="700")
 
 
-def apply_when_changed(name: str, files: list[str], marker: str, command: str):
-    return restart_on_change(name, files, command, marker=marker)
-
-
 # --- systemd units and timers of the platform's jobs, host certificates -------------------
 
 UNITS = "/etc/systemd/system"

@@ -25,7 +25,7 @@ from pyinfra.operations import files, server, systemd
 
 from codeb import artifacts, shared
 from codeb.files import put, put_secret
-from codeb.ops import apply_when_changed, converge
+from codeb.ops import converge, restart_on_change
 from codeb.render import templates
 
 from . import model
@@ -103,11 +103,11 @@ def garage():
     put(TOOL, TOOL_SOURCE.read_text(), "755")
     put_secret(DESIRED, r["desired"], "600")
 
-    apply_when_changed(
+    restart_on_change(
         "Restart Garage (binary, unit or config changed), wait for its admin API",
-        [BINARY, UNIT, CONFIG], f"{STATE}/server.applied",
-        f"systemd-analyze verify {UNIT} && systemctl daemon-reload && systemctl enable garage.service "
-        f"&& systemctl restart garage.service && {TOOL} wait",
+        [BINARY, UNIT, CONFIG],
+        f"systemctl daemon-reload && systemctl enable garage.service && systemctl restart garage.service && {TOOL} wait",
+        validate=f"systemd-analyze verify {UNIT}", marker=f"{STATE}/server.applied",
     )
     systemd.service(name="Garage running", service="garage.service", running=True, enabled=True)
     # Keys no longer wanted keep their permissions until the apps have their new keys

@@ -31,7 +31,7 @@ from codeb import shared
 from codeb.files import put
 from codeb.host import PROM_WRITE, install_prom_write, shell_config
 from codeb.inventory import group_addrs, platform_hosts
-from codeb.ops import SBIN, UNITS, apply_when_changed, converge, host_names, host_tls, install_units, timer, unit
+from codeb.ops import SBIN, UNITS, converge, host_names, host_tls, install_units, restart_on_change, timer, unit
 from codeb.render import templates
 from services.postgresql import RELOAD as PG_RELOAD
 from services.postgresql import paths as pg_paths
@@ -199,9 +199,9 @@ def archiving():
     files.directory(name=STATE, path=STATE, user="root", group="root", mode="700")
 
     # The TLS server the repository host connects to (Debian's unit, runs as postgres).
-    apply_when_changed("pgBackRest TLS server: restart on new configuration or certificates",
-                       [PGBACKREST_CONF, f"{TLS_DIR}/host.crt", f"{TLS_DIR}/host.key", f"{TLS_DIR}/ca.crt"],
-                       f"{STATE}/server.applied", "systemctl enable pgbackrest.service && systemctl restart pgbackrest.service")
+    restart_on_change("pgBackRest TLS server: restart on new configuration or certificates", [PGBACKREST_CONF, f"{TLS_DIR}/host.crt", f"{TLS_DIR}/host.key", f"{TLS_DIR}/ca.crt"],
+                      "systemctl enable pgbackrest.service && systemctl restart pgbackrest.service",
+                      marker=f"{STATE}/server.applied")
     systemd.service(name="pgBackRest TLS server running", service="pgbackrest.service", running=True, enabled=True)
 
     # Archiving drop-in, then the storage role's checked reload (restarts for archive_mode).
@@ -219,10 +219,9 @@ def archiving():
 
     _install_programs(PG_PROGRAMS, r)
     install_units({k: v for k, v in r.items() if k.startswith(UNITS)}, "pgBackRest")
-    apply_when_changed("WAL metrics service: restart on a new program or configuration",
-                       [SCRIPTS["wal_metrics"], CONFIGS["wal_metrics"]],
-                       f"{STATE}/wal-metrics.applied",
-                       "systemctl enable codeb-wal-metrics.service && systemctl restart codeb-wal-metrics.service")
+    restart_on_change("WAL metrics service: restart on a new program or configuration", [SCRIPTS["wal_metrics"], CONFIGS["wal_metrics"]],
+                      "systemctl enable codeb-wal-metrics.service && systemctl restart codeb-wal-metrics.service",
+                      marker=f"{STATE}/wal-metrics.applied")
     systemd.service(name="WAL metrics running", service="codeb-wal-metrics.service", running=True, enabled=True)
 
 
@@ -252,9 +251,9 @@ def repository():
     files.directory(name=DRILL_SCRATCH, path=DRILL_SCRATCH, user="postgres", group="postgres", mode="700")
     files.directory(name=STATE, path=STATE, user="root", group="root", mode="700")
 
-    apply_when_changed("pgBackRest TLS server: restart on new configuration or certificates",
-                       [PGBACKREST_CONF, f"{TLS_DIR}/host.crt", f"{TLS_DIR}/host.key", f"{TLS_DIR}/ca.crt"],
-                       f"{STATE}/server.applied", "systemctl enable pgbackrest.service && systemctl restart pgbackrest.service")
+    restart_on_change("pgBackRest TLS server: restart on new configuration or certificates", [PGBACKREST_CONF, f"{TLS_DIR}/host.crt", f"{TLS_DIR}/host.key", f"{TLS_DIR}/ca.crt"],
+                      "systemctl enable pgbackrest.service && systemctl restart pgbackrest.service",
+                      marker=f"{STATE}/server.applied")
     systemd.service(name="pgBackRest TLS server running", service="pgbackrest.service", running=True, enabled=True)
 
     install_prom_write()
@@ -280,10 +279,9 @@ def repository():
     )
     for name in UNIT_NAMES.values():
         systemd.service(name=f"{name}.timer", service=f"{name}.timer", running=True, enabled=True)
-    apply_when_changed("Backup metrics service: restart on a new program or configuration",
-                       [SCRIPTS["metrics"], CONFIGS["metrics"]],
-                       f"{STATE}/metrics.applied",
-                       "systemctl enable codeb-backup-metrics.service && systemctl restart codeb-backup-metrics.service")
+    restart_on_change("Backup metrics service: restart on a new program or configuration", [SCRIPTS["metrics"], CONFIGS["metrics"]],
+                      "systemctl enable codeb-backup-metrics.service && systemctl restart codeb-backup-metrics.service",
+                      marker=f"{STATE}/metrics.applied")
     systemd.service(name="Backup metrics running", service="codeb-backup-metrics.service", running=True,
                     enabled=True)
 

@@ -15,7 +15,7 @@ from pyinfra.operations import apt, files, systemd
 from codeb import shared
 from codeb.files import put, put_secret
 from codeb.inventory import group_addrs, platform_hosts, public_group_addrs, public_ip, public_platform_hosts
-from codeb.ops import apply_when_changed, converge
+from codeb.ops import converge, restart_on_change
 from codeb.render import templates
 
 from . import model
@@ -101,13 +101,14 @@ def powerdns():
     put(DESIRED, r["desired"], "644")
     # pdns_server --config=check parses the configuration (and loads the backend's
     # settings) without serving; pdns has no reload, so a checked change restarts it.
-    apply_when_changed(
+    restart_on_change(
         "Check pdns.conf, restart PowerDNS, wait for the API",
-        [CONF], f"{STATE}/conf.applied",
-        f"pdns_server --config=check && systemctl restart pdns.service && "
+        [CONF],
+        "systemctl restart pdns.service && "
         # any HTTP answer (401 without the key) means the webserver is up
         f"for i in $(seq 1 30); do curl -s -o /dev/null {r['api_url']}/ && break; sleep 1; done "
         f"&& curl -s -o /dev/null {r['api_url']}/",
+        validate="pdns_server --config=check", marker=f"{STATE}/conf.applied",
     )
     systemd.service(name="PowerDNS running", service="pdns.service", running=True, enabled=True)
     converge(

@@ -10,7 +10,7 @@ from pyinfra.operations import apt, files, systemd
 
 from codeb.files import put, put_secret
 from codeb.inventory import group_addrs, platform_hosts
-from codeb.ops import apply_when_changed
+from codeb.ops import restart_on_change
 from codeb.render import templates
 from services.centrifugo import model as centrifugo_model
 
@@ -64,11 +64,13 @@ def prometheus():
         put(dest, r[dest], "644")
     put_secret(S3_METRICS_TOKEN, s3_metrics_token(data), "640", group="prometheus")
     # promtool checks the configuration and the rule files it names before Prometheus sees them.
-    apply_when_changed(
+    ready = f"http://{data.private_ip}:{data.prometheus_port}/-/ready"
+    restart_on_change(
         "Check Prometheus config and rules (promtool), restart, wait until ready",
-        ["/etc/default/prometheus", PROM_CONF, PROM_RULES, S3_METRICS_TOKEN], f"{STATE}/prometheus.applied",
-        f"promtool check config {PROM_CONF} && systemctl enable prometheus && systemctl restart prometheus && "
-        f"for i in $(seq 1 60); do curl -fsS -o /dev/null http://{data.private_ip}:{data.prometheus_port}/-/ready "
-        f"&& break; sleep 1; done && curl -fsS -o /dev/null http://{data.private_ip}:{data.prometheus_port}/-/ready",
+        ["/etc/default/prometheus", PROM_CONF, PROM_RULES, S3_METRICS_TOKEN],
+        "systemctl enable prometheus && systemctl restart prometheus && "
+        f"for i in $(seq 1 60); do curl -fsS -o /dev/null {ready} && break; sleep 1; done && "
+        f"curl -fsS -o /dev/null {ready}",
+        validate=f"promtool check config {PROM_CONF}", marker=f"{STATE}/prometheus.applied",
     )
     systemd.service(name="Prometheus running", service="prometheus", running=True, enabled=True)

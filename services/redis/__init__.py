@@ -10,7 +10,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import apt, files, systemd
 
 from codeb.files import put, put_secret
-from codeb.ops import apply_when_changed
+from codeb.ops import record, restart_on_change
 from codeb.render import templates
 
 from . import model
@@ -58,9 +58,10 @@ def redis():
     put(CONF, r["conf"], "640", group="redis")
     systemd.service(name="Redis enabled", service=SERVICE, enabled=True, running=True)
     # redis.conf needs a restart; it loads the ACL file too, so both markers are refreshed.
-    apply_when_changed("Check redis.conf, restart Redis", [CONF], f"{STATE}/conf.applied",
-                       f"{CHECK} {CONF} && systemctl restart {SERVICE} && sleep 1 && {CLI} PING >/dev/null "
-                       f"&& sha256sum {ACL} > {STATE}/acl.applied")
+    restart_on_change("Check redis.conf, restart Redis", [CONF],
+                      f"systemctl restart {SERVICE} && sleep 1 && {CLI} PING >/dev/null "
+                      f"&& {record([ACL], f'{STATE}/acl.applied')}",
+                      validate=f"{CHECK} {CONF}", marker=f"{STATE}/conf.applied")
     # ACL LOAD validates the whole file and keeps the old users if any line is wrong.
-    apply_when_changed("Load the ACL file (ACL LOAD)", [ACL], f"{STATE}/acl.applied",
-                       f"{CLI} ACL LOAD | grep -qx OK")
+    restart_on_change("Load the ACL file (ACL LOAD)", [ACL], f"{CLI} ACL LOAD | grep -qx OK",
+                      marker=f"{STATE}/acl.applied")

@@ -20,7 +20,7 @@ from codeb import pki, shared
 from codeb.files import put, put_secret
 from codeb.host import PROM_WRITE, install_prom_write, shell_config
 from codeb.inventory import group_addrs, platform_hosts
-from codeb.ops import SBIN, UNITS, apply_when_changed, converge, host_names, host_tls, install_units, timer, unit
+from codeb.ops import SBIN, UNITS, converge, host_names, host_tls, install_units, restart_on_change, timer, unit
 from codeb.render import templates
 
 from . import model
@@ -166,10 +166,11 @@ def server():
                        f"test -f {data.file_backup_repo_path}/$h/config || echo missing $h; done"),
         apply_command=command("restic_init"),
     )
-    apply_when_changed("rest-server: restart on new settings, logins or certificates",
-                       ["/etc/default/restic-rest-server", f"{REST_DIR}/users.htpasswd", f"{REST_DIR}/tls/host.crt",
-                        f"{REST_DIR}/tls/host.key"], f"{STATE}/rest-server.applied",
-                       "systemctl enable restic-rest-server.service && systemctl restart restic-rest-server.service")
+    restart_on_change("rest-server: restart on new settings, logins or certificates",
+                      ["/etc/default/restic-rest-server", f"{REST_DIR}/users.htpasswd", f"{REST_DIR}/tls/host.crt",
+                       f"{REST_DIR}/tls/host.key"],
+                      "systemctl enable restic-rest-server.service && systemctl restart restic-rest-server.service",
+                      marker=f"{STATE}/rest-server.applied")
     systemd.service(name="rest-server running", service="restic-rest-server.service", running=True, enabled=True)
 
 

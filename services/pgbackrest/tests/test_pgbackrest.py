@@ -315,7 +315,7 @@ def run_deploy(monkeypatch, func, group: str) -> tuple[Ops, object, dict]:
     monkeypatch.setattr(pgbackrest, "host", SimpleNamespace(data=h.data, name=h.name, groups=h.groups))
     for name in ("apt", "files", "systemd"):
         monkeypatch.setattr(pgbackrest, name, ops.module(name))
-    for name in ("put", "host_tls", "converge", "apply_when_changed", "install_units", "install_prom_write"):
+    for name in ("put", "host_tls", "converge", "restart_on_change", "install_units", "install_prom_write"):
         monkeypatch.setattr(pgbackrest, name, ops.op(name))
     monkeypatch.setattr(pgbackrest, "platform_hosts", lambda: platform_hosts(inv))
     monkeypatch.setattr(pgbackrest, "group_addrs", lambda: group_addrs(inv))
@@ -347,8 +347,8 @@ def test_repository_deploy_installs_static_programs_and_configs_before_the_first
 def test_backup_metrics_restart_when_the_program_or_its_config_changes(monkeypatch):
     """The metrics service's restart trigger covers the installed program and its config."""
     ops, *_ = run_deploy(monkeypatch, pgbackrest.repository, "backup")
-    (_, files, _, cmd), _ = next((a, k) for n, a, k in ops.calls
-                                 if n == "apply_when_changed" and "codeb-backup-metrics.service" in a[3])
+    (_, files, cmd), _ = next((a, k) for n, a, k in ops.calls
+                                 if n == "restart_on_change" and "codeb-backup-metrics.service" in a[2])
     assert files == [SCRIPTS["metrics"], CONFIGS["metrics"]]
     assert cmd.endswith("systemctl restart codeb-backup-metrics.service")
 
@@ -362,9 +362,9 @@ def test_archiving_deploy_installs_the_database_hosts_programs_and_restarts_wal_
         assert puts[SCRIPTS[key]] == (SOURCES[key].read_text(), "755")
         assert puts[CONFIGS[key]] == (rendered[CONFIGS[key]], "644")
     assert SCRIPTS["job"] not in puts
-    (_, files, _, cmd), _ = next((a, k) for n, a, k in ops.calls
-                                 if n == "apply_when_changed" and "codeb-wal-metrics.service" in a[3])
+    (_, files, cmd), _ = next((a, k) for n, a, k in ops.calls
+                                 if n == "restart_on_change" and "codeb-wal-metrics.service" in a[2])
     assert files == [SCRIPTS["wal_metrics"], CONFIGS["wal_metrics"]]
-    restart = ops.index("apply_when_changed", lambda a, k: "codeb-wal-metrics.service" in a[3])
+    restart = ops.index("restart_on_change", lambda a, k: "codeb-wal-metrics.service" in a[2])
     assert ops.index("put", lambda a, k: a[0] == CONFIGS["wal_metrics"]) < restart
     assert json.loads(rendered[CONFIGS["wal_metrics"]])["archive_status"].endswith("/pg_wal/archive_status")

@@ -233,7 +233,7 @@ def run_deploy(monkeypatch, func, group: str):
     monkeypatch.setattr(restic, "host", SimpleNamespace(data=h.data, name=h.name, groups=h.groups))
     for name in ("apt", "files", "systemd", "pki"):
         monkeypatch.setattr(restic, name, ops.module(name))
-    for name in ("put", "put_secret", "host_tls", "converge", "apply_when_changed", "install_units",
+    for name in ("put", "put_secret", "host_tls", "converge", "restart_on_change", "install_units",
                  "install_prom_write"):
         monkeypatch.setattr(restic, name, ops.op(name))
     monkeypatch.setattr(restic, "platform_hosts", lambda: platform_hosts(inv))
