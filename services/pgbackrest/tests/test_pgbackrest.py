@@ -35,6 +35,7 @@ from services.pgbackrest import (
 )
 from services.pgbackrest import model as pgbackrest_model
 from tests.unit.conftest import INVENTORIES, load_inventory
+from tests.unit.operations import Ops
 
 
 def _params():
@@ -279,33 +280,6 @@ def test_postgresql_dropin_checkpoints_after_start(tmp_path):
 
 
 # --- the deploy --------------------------------------------------------------------------------
-
-
-class Ops:
-    """Stands in for pyinfra's operations: records every call, in order."""
-
-    def __init__(self):
-        self.calls: list[tuple[str, tuple, dict]] = []
-
-    def op(self, name: str):
-        def record(*args, **kwargs):
-            self.calls.append((name, args, kwargs))
-            return SimpleNamespace(did_change=lambda: False)
-        return record
-
-    def module(self, prefix: str):
-        ops = self
-
-        class Module:
-            def __getattr__(self, attr):
-                return ops.op(f"{prefix}.{attr}")
-        return Module()
-
-    def index(self, name: str, match) -> int:
-        return next(i for i, c in enumerate(self.calls) if c[0] == name and match(*c[1:]))
-
-    def puts(self) -> dict[str, tuple[str, str]]:
-        return {args[0]: (args[1], args[2]) for name, args, _ in self.calls if name == "put"}
 
 
 def run_deploy(monkeypatch, func, group: str) -> tuple[Ops, object, dict]:

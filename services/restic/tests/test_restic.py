@@ -18,6 +18,7 @@ from services import restic
 from services.restic import CLIENT_DIR, CONFIGS, SCRIPTS, SOURCES, client_rendered, retention_args, server_rendered
 from services.restic import model as restic_model
 from tests.unit.conftest import INVENTORIES, load_inventory
+from tests.unit.operations import Ops
 
 
 def _params():
@@ -196,34 +197,6 @@ def test_schedules_are_valid_calendars():
 
 
 # --- the deploy --------------------------------------------------------------------------------
-
-
-class Ops:
-    """Stands in for pyinfra's operations: records every call, in order."""
-
-    def __init__(self):
-        self.calls: list[tuple[str, tuple, dict]] = []
-
-    def op(self, name: str):
-        def record(*args, **kwargs):
-            self.calls.append((name, args, kwargs))
-            return SimpleNamespace(did_change=lambda: False)
-        return record
-
-    def module(self, prefix: str):
-        ops = self
-
-        class Module:
-            def __getattr__(self, attr):
-                return ops.op(f"{prefix}.{attr}")
-        return Module()
-
-    def index(self, name: str, match) -> int:
-        return next(i for i, c in enumerate(self.calls) if c[0] == name and match(*c[1:]))
-
-    def puts(self, name: str = "put") -> dict[str, tuple[str, str]]:
-        return {args[0]: (args[1], args[2] if len(args) > 2 else kwargs.get("mode"))
-                for n, args, kwargs in self.calls if n == name}
 
 
 def run_deploy(monkeypatch, func, group: str):
