@@ -198,7 +198,9 @@ centrifugo_restart_wait_seconds = 60
 centrifugo_namespaces = {
     "user": {"personal": True},  # user:#<id>, readable only by that user
     "workspace": {"presence": True},
-    "project": {"history_size": 100, "history_ttl": "24h"},
+    # 1,000 publications: at 10 a second, a client away for 100 s (its streaming host stopped)
+    # still recovers every one it missed.
+    "project": {"history_size": 1000, "history_ttl": "24h"},
     "chat": {"presence": True, "history_size": 200, "history_ttl": "72h"},
 }
 

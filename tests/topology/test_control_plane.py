@@ -66,8 +66,11 @@ def test_pinned_binaries_are_swapped_under_running_services(apply):
     cases = [(connect(hosts_in("streaming")[0]), node, "/usr/local/bin/centrifugo", pins["centrifugo"]),
              (connect(hosts_in("storage")[0]), "garage", "/usr/local/bin/garage", pins["garage"])]
     for h, unit, path, pin in cases:
-        # The running binary is now a different build of the program (one byte appended).
-        h.run_expect([0], f"systemctl stop {unit} && printf '\\n' >> {path} && systemctl start {unit}")
+        # The running binary is now a different build of the program (one byte appended). Every
+        # process running it stops first (every instance's Centrifugo shares the binary).
+        pattern = "'centrifugo@*.service'" if unit.startswith("centrifugo@") else unit
+        h.run_expect([0], f"u=$(systemctl list-units --plain --no-legend --state=running {pattern} | cut -d' ' -f1) "
+                          f"&& systemctl stop $u && printf '\\n' >> {path} && systemctl start $u")
         _, running = running_exe(h, unit)
         assert running == h.check_output(f"sha256sum {path}").split()[0] != pin["sha256"]
     # ... which Garage's restart marker records as applied, as after the previous pin's apply.
