@@ -66,8 +66,20 @@ class Subscriber(centrifuge.SubscriptionEventHandler):
 
 
 class Connection(centrifuge.ClientEventHandler):
+    """Counts the connection's interruptions: each time it goes back to connecting after having
+    been connected (the SDK then reconnects by itself), and a final disconnect."""
+
     def __init__(self):
+        self.connected_once = False
+        self.reconnects = 0
         self.disconnects = 0
+
+    async def on_connected(self, ctx):
+        self.connected_once = True
+
+    async def on_connecting(self, ctx):
+        if self.connected_once:
+            self.reconnects += 1
 
     async def on_disconnected(self, ctx):
         self.disconnects += 1
@@ -123,6 +135,7 @@ async def main(args) -> None:
         clients.append({
             "connected": c.state == centrifuge.ClientState.CONNECTED,
             "subscribed": sub.state == centrifuge.SubscriptionState.SUBSCRIBED,
+            "reconnects": events.reconnects,
             "disconnects": events.disconnects,
             "unrecovered": sub_events.unrecovered,
             **summarise(sub_events.seqs),
