@@ -68,7 +68,7 @@ def test_pinned_binaries_are_swapped_under_running_services(apply):
     for h, unit, path, pin in cases:
         # The running binary is now a different build of the program (one byte appended). Every
         # process running it stops first (every instance's Centrifugo shares the binary).
-        pattern = "'centrifugo@*.service'" if unit.startswith("centrifugo@") else unit
+        pattern = "'centrifugo@*.service'" if unit.startswith("centrifugo@") else f"{unit}.service"
         h.run_expect([0], f"u=$(systemctl list-units --plain --no-legend --state=running {pattern} | cut -d' ' -f1) "
                           f"&& systemctl stop $u && printf '\\n' >> {path} && systemctl start $u")
         _, running = running_exe(h, unit)
