@@ -82,6 +82,16 @@ def app_instances(data, groups) -> list:
     return [i for i in data.projects.instances if i.group in groups]
 
 
+def peer_states() -> dict[str, str]:
+    """{instance: state file text} from the other app hosts (the first that has each)."""
+    out: dict[str, str] = {}
+    for other in group_hosts("app"):
+        if other.name != host.name:
+            for name, text in (other.get_fact(ReleaseStates) or {}).items():
+                out.setdefault(name, text)
+    return out
+
+
 def _addrs():
     addrs = group_addrs()
     return addrs["app"], addrs["storage"][0], addrs["streaming"]
@@ -125,7 +135,11 @@ def app():
     files.directory(name=r.QUADLET_DIR, path=r.QUADLET_DIR, user="root", group="root", mode="755")
 
     states = host.get_fact(ReleaseStates) or {}
-    parsed = {i.name: r.parse_state(states.get(i.name), i, data) for i in instances}
+    # A host joining the group takes over the release state the other app hosts run (active
+    # slot and images); on its own it would start every instance on the initial blue slot,
+    # while the others' Caddy sends that instance's traffic to the slot they run.
+    peers = peer_states() if any(i.name not in states for i in instances) else {}
+    parsed = {i.name: r.parse_state(states.get(i.name) or peers.get(i.name), i, data) for i in instances}
     stale = set(host.get_fact(StaleEnv, pairs=[
         (i.name, model.unit_name(i, parsed[i.name]["active"]), model.env_file_path(i))
         for i in instances if i.name in states]) or [])

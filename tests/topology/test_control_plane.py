@@ -73,7 +73,12 @@ def test_pinned_binaries_are_swapped_under_running_services(apply):
                           f"&& systemctl stop $u && printf '\\n' >> {path} && systemctl start $u")
         _, running = running_exe(h, unit)
         assert running == h.check_output(f"sha256sum {path}").split()[0] != pin["sha256"]
-    # ... which Garage's restart marker records as applied, as after the previous pin's apply.
+    # ... which the restart markers record as applied, as after the previous pin's apply: every
+    # Centrifugo instance's and Garage's.
+    streaming = cases[0][0]
+    streaming.run_expect([0], "cd /var/lib/codeb/applied && for f in /etc/centrifugo/*.json; do "
+                              "i=$(basename $f .json); sha256sum /usr/local/bin/centrifugo "
+                              "/etc/systemd/system/centrifugo@.service $f > centrifugo@$i.service.restart; done")
     storage = cases[1][0]
     storage.run_expect([0], f"cd {GARAGE_STATE} && sha256sum /usr/local/bin/garage {GARAGE_UNIT} {GARAGE_CONFIG} "
                             "> server.applied")
