@@ -110,6 +110,3 @@ def test_internal_services_are_allowed_only_on_the_private_interface():
                                              "v4": ["198.51.100.11/32", "198.51.100.13/32"], "v6": []}
 
 
-PEERS = [{"name": "n1", "private_ip": "10.78.0.11", "public_ip": "198.51.100.11"},
-         {"name": "n2", "private_ip": "10.78.0.12", "public_ip": "198.51.100.12"},
-         {"name": "n3", "private_ip": "10.78.0.13", "public_ip": "198.51.100.13"}]

@@ -2,31 +2,7 @@
 
 import base64
 
-import pytest
-
-from codeb import registry
 from services.baseline import model as baseline_model
-
-
-@pytest.fixture(scope="module")
-def reg():
-    return registry.load()
-
-
-def inst(reg, name):
-    return next(i for i in reg.instances if i.name == name)
-
-
-GROUPS = {"app": ["10.0.0.11", "10.0.0.21"], "streaming": ["10.0.0.12"], "storage": ["10.0.0.13"],
-          "backup": ["10.0.0.14"]}
-
-
-SERVICES = {
-    "ssh": {"port": 22, "on": "all", "from": ["@admin"]},
-    "node-exporter": {"port": 9100, "on": "all", "from": ["backup"]},
-    "postgresql": {"port": 5432, "on": "storage", "from": ["app", "backup"]},
-    "dns": {"port": 53, "on": "storage", "from": ["@any"], "proto": "both"},
-}
 
 
 def test_etc_hosts_entries():
